@@ -1,0 +1,133 @@
+# sushi — build, run, test.
+#
+# Libraries are folders: every .c in a library folder goes into build/lib/libsushi_NAME.a
+# (LIBDIR_NAME below). A program or test names the libraries it links in its first
+# line, e.g. `// libs: core kernels student`; external libraries come from EXT_NAME.
+# Programs: tools/sushi.c -> sushi; tools/NAME/*.c -> sushi-NAME; services/NAME/*.c
+# -> sushi-NAME. Tests: tests/unit/test_*.c -> build/tests/test_* (cmocka).
+
+BUILD   ?= build
+CC      ?= cc
+CSTD    := -std=c11 -D_GNU_SOURCE
+OPT     ?= -O2 -march=x86-64-v3 -mtune=generic
+WARN    := -Wall -Wextra $(if $(CI),-Werror) $(EXTRA_WARN)
+CFLAGS  ?=
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -I. -MMD -MP -pthread $(SAN)
+LDFLAGS += -pthread $(SAN)
+
+# library folders, in link order (a library may use those after it)
+LIBS_ALL := data tok config deepseek student kernels cuda core
+LIBDIR_core     := common/core
+LIBDIR_config   := common/config
+LIBDIR_tok      := common/tokenizer
+LIBDIR_data     := common/data
+LIBDIR_kernels  := kernels kernels/cpu
+LIBDIR_student  := models models/student
+LIBDIR_deepseek := models/deepseek
+LIBDIR_cuda     := kernels/cuda
+
+EXT_core     := -ljansson -lm
+EXT_config   := -lyaml
+EXT_tok      := -lpcre2-8
+EXT_data     :=
+EXT_kernels  := -lopenblas
+EXT_student  :=
+EXT_deepseek :=
+
+# CUDA: compiled when nvcc is found; otherwise kernels/cuda/stub.c provides "no CUDA".
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),)
+ifneq ($(NVCC),)
+  HAVE_CUDA := 1
+  NVCCFLAGS ?= -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
+               -Xcompiler -Wall,-Wextra -I. -DSUSHI_CUDA=1
+  EXT_cuda  := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
+else
+  EXT_cuda  :=
+endif
+
+lib_c_srcs = $(filter-out %/stub.c,$(foreach d,$(LIBDIR_$(1)),$(wildcard $(d)/*.c)))
+lib_cu_srcs = $(foreach d,$(LIBDIR_$(1)),$(wildcard $(d)/*.cu))
+ifeq ($(HAVE_CUDA),1)
+  lib_srcs = $(call lib_c_srcs,$(1)) $(call lib_cu_srcs,$(1))
+else
+  lib_srcs = $(call lib_c_srcs,$(1)) $(if $(filter cuda,$(1)),$(wildcard kernels/cuda/stub.c))
+endif
+lib_objs = $(patsubst %,$(BUILD)/obj/%.o,$(call lib_srcs,$(1)))
+lib_file = $(BUILD)/lib/libsushi_$(1).a
+
+# `// libs: a b c` on the first lines of a program or test
+libs_of  = $(shell sed -n 's|^// libs: *||p' $(1) | head -1)
+libs_in_order = $(filter $(1),$(LIBS_ALL))
+link_libs = $(foreach l,$(call libs_in_order,$(1)),$(call lib_file,$(l))) \
+            $(foreach l,$(call libs_in_order,$(1)),$(EXT_$(l)))
+
+TOOLS    := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/main.c))))
+SERVICES := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/main.c))))
+PROGS    := $(BUILD)/bin/sushi $(patsubst %,$(BUILD)/bin/sushi-%,$(TOOLS) $(SERVICES))
+TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_*.c))
+
+.PHONY: all run test test-asan test-gpu bench deps clean check-deps core
+
+all: check-deps $(PROGS) $(TESTS) $(BENCHES)
+
+# The compute core alone (libc, BLAS, JSON; CUDA when present): what the GPU machine builds.
+core: $(call lib_file,core) $(call lib_file,kernels) $(call lib_file,student) $(call lib_file,deepseek)
+
+$(BUILD)/obj/%.c.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+define lib_rule
+$(call lib_file,$(1)): $(call lib_objs,$(1))
+	@mkdir -p $$(dir $$@)
+	@rm -f $$@
+	$(if $(call lib_objs,$(1)),ar rcs $$@ $$^,ar rcs $$@)
+endef
+$(foreach l,$(LIBS_ALL),$(eval $(call lib_rule,$(l))))
+
+define prog_rule
+$(1): $(2) $(call link_libs,$(call libs_of,$(firstword $(2))))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $(2) -o $$@ $$(LDFLAGS) -Wl,--start-group $(call link_libs,$(call libs_of,$(firstword $(2)))) -Wl,--end-group $(3)
+endef
+$(eval $(call prog_rule,$(BUILD)/bin/sushi,tools/sushi.c))
+$(foreach t,$(TOOLS),$(eval $(call prog_rule,$(BUILD)/bin/sushi-$(t),tools/$(t)/main.c $(filter-out tools/$(t)/main.c,$(wildcard tools/$(t)/*.c)))))
+$(foreach s,$(SERVICES),$(eval $(call prog_rule,$(BUILD)/bin/sushi-$(s),services/$(s)/main.c $(filter-out services/$(s)/main.c,$(wildcard services/$(s)/*.c)))))
+$(foreach t,$(TESTS),$(eval $(call prog_rule,$(t),tests/unit/$(notdir $(t)).c,-lcmocka)))
+$(foreach b,$(BENCHES),$(eval $(call prog_rule,$(b),bench/$(notdir $(b)).c)))
+
+# Dependencies: installed by scripts/install-deps.sh when something is missing.
+deps:
+	bash scripts/install-deps.sh
+
+check-deps:
+	@bash scripts/install-deps.sh --check >/dev/null 2>&1 || bash scripts/install-deps.sh
+
+run: all
+	bash scripts/run-default.sh
+
+test: all
+	bash scripts/run-tests.sh
+
+# The suite again under AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir).
+test-asan: check-deps
+	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" OPT=-O1 all
+	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash scripts/run-tests.sh
+
+# On the GPU machine: the CUDA op harness and GPU tests.
+test-gpu: core
+	bash scripts/run-tests.sh --gpu
+
+bench: all
+	bash scripts/run-bench.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,57 @@
+/* safetensors files: read by memory-mapping (nothing copied), written atomically
+ * (temporary file in the same folder, fsync, rename, fsync of the folder).
+ *
+ * Format: 8-byte little-endian header length L, L bytes of JSON
+ * {"NAME": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+ *  "__metadata__": {"key": "string value"}}, then the data; offsets are relative to the
+ * end of the header. Reading validates everything before use: header length within the
+ * file, JSON well formed, known dtype, dtype size × shape == end − begin, offsets inside
+ * the data and not overlapping. Failures name the file and the tensor. */
+#ifndef SUSHI_SAFETENSORS_H
+#define SUSHI_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/core/dtype.h"
+
+#define ST_MAX_DIMS 8
+
+struct st_tensor {
+    char *name;
+    enum dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    const void *data;   /* points into the mapping */
+    size_t nbytes;
+};
+
+struct st_file {
+    char *path;
+    void *map;
+    size_t map_size;
+    size_t n;                   /* tensors, in file order */
+    struct st_tensor *tensors;
+    size_t n_meta;
+    char **meta_keys, **meta_values;
+};
+
+int st_open(struct st_file *f, const char *path);
+void st_close(struct st_file *f);
+const struct st_tensor *st_find(const struct st_file *f, const char *name);
+const char *st_meta(const struct st_file *f, const char *key);   /* NULL if absent */
+size_t st_numel(const struct st_tensor *t);
+/* Checks a tensor's dtype and shape; the message names file, tensor, expected and actual. */
+int st_expect(const struct st_file *f, const char *name, enum dtype dt, int ndim,
+              const int64_t *shape);
+
+struct st_writer;   /* opaque: collects tensors (borrowed pointers) and metadata */
+struct st_writer *st_writer_new(void);
+int st_writer_add(struct st_writer *w, const char *name, enum dtype dt, int ndim,
+                  const int64_t *shape, const void *data);
+int st_writer_meta(struct st_writer *w, const char *key, const char *value);
+/* Writes PATH atomically; data pointers must stay valid until this returns. */
+int st_writer_commit(struct st_writer *w, const char *path);
+void st_writer_free(struct st_writer *w);
+
+#endif
