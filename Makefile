@@ -16,7 +16,7 @@ CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -I. -MMD -MP -pthread $(SAN)
 LDFLAGS += -pthread $(SAN)
 
 # library folders, in link order (a library may use those after it)
-LIBS_ALL := data tok config deepseek student kernels cuda core
+LIBS_ALL := wire data tok config deepseek student kernels cuda core
 LIBDIR_core     := common/core
 LIBDIR_config   := common/config
 LIBDIR_tok      := common/tokenizer
@@ -25,6 +25,7 @@ LIBDIR_kernels  := kernels kernels/cpu
 LIBDIR_student  := models models/student
 LIBDIR_deepseek := models/deepseek
 LIBDIR_cuda     := kernels/cuda
+LIBDIR_wire     := common/wire common/transport
 
 EXT_core     := -ljansson -lm
 EXT_config   := -lyaml
@@ -33,6 +34,7 @@ EXT_data     :=
 EXT_kernels  := -lopenblas
 EXT_student  :=
 EXT_deepseek :=
+EXT_wire     := -lzmq -lmsgpackc
 
 # CUDA: compiled when nvcc is found; otherwise kernels/cuda/stub.c provides "no CUDA".
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
