@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sourced on the GPU machine (Ubuntu, no libjansson/cmocka/libyaml): unpacks the Debian
+# packages carried in .deb/ (fetch them here with `scripts/device-fetch-debs.sh`) into
+# /tmp/debroot and points the compiler and loader at them.
+#   source scripts/device-env.sh && make core
+R=/tmp/debroot
+if [ ! -d "$R" ]; then
+  mkdir -p "$R"
+  for f in .deb/*.deb; do dpkg -x "$f" "$R"; done
+fi
+L=$R/usr/lib/x86_64-linux-gnu
+# Debian's openblas-pthread keeps libopenblas in a subfolder
+export CPATH=$R/usr/include:$R/usr/include/x86_64-linux-gnu/openblas-pthread${CPATH:+:$CPATH}
+export LIBRARY_PATH=$L:$L/openblas-pthread${LIBRARY_PATH:+:$LIBRARY_PATH}
+export LD_LIBRARY_PATH=$L:$L/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export PATH=/usr/local/cuda/bin:$PATH
