@@ -56,4 +56,123 @@ size_t student_param_count(const struct student_config *c);
 int student_param_views(const struct student_config *c, float *base, struct param_view *out,
                         int max);
 
+
+/* ---- the model: parameters, gradients, activations (llm.c layout) ----------------- */
+
+/* Views into the one parameter buffer. Matrices come first (weight decay applies to
+ * them), norm weights last. L layers, C width, H heads, G kv heads, D head dim,
+ * F ffn width, Vp padded vocabulary, QKV = (H+2G)·D. */
+struct student_params {
+    void *wte;      /* (Vp, C)  embedding (= LM head when tied) */
+    void *qkvw;     /* (L, QKV, C) rows: q (H·D), k (G·D), v (G·D) */
+    void *ow;       /* (L, C, H·D) */
+    void *fcw;      /* (L, 2F, C) rows: gate (F), up (F) */
+    void *downw;    /* (L, C, F) */
+    void *lmw;      /* (Vp, C) untied LM head, NULL when tied */
+    void *ln1w;     /* (L, C) */
+    void *ln2w;     /* (L, C) */
+    void *lnfw;     /* (C) */
+};
+
+/* Activations saved by forward for backward. With grad_checkpoint only `resid` keeps
+ * all layers; the per-layer fields hold one layer (slot 0) and backward recomputes. */
+struct student_acts {
+    void *resid;      /* (L+1, N, C) input of each block; resid[L] feeds the final norm */
+    void *ln1;        /* (S, N, C) S = L or 1 (checkpointing) */
+    float *ln1_rstd;  /* (S, N) */
+    void *qkv;        /* (S, N, QKV) q and k after RoPE */
+    void *atty;       /* (S, N, H·D) attention output */
+    float *lse;       /* (S, B, H, T) */
+    void *resid2;     /* (S, N, C) after attention residual */
+    void *ln2;        /* (S, N, C) */
+    float *ln2_rstd;  /* (S, N) */
+    void *fch;        /* (S, N, 2F) gate|up pre-activation */
+    void *fcsw;       /* (S, N, F) silu(gate)·up */
+    void *lnf;        /* (N, C) */
+    float *lnf_rstd;  /* (N) */
+    void *logits;     /* (N, Vp); forward overwrites it with dlogits */
+    float *row_loss;  /* (N) host */
+    /* backward scratch */
+    void *dresid;     /* (N, C) gradient flowing down the residual stream */
+    void *dtmp;       /* (N, C) */
+    void *dln;        /* (N, C) */
+    void *dqkv;       /* (N, QKV) */
+    void *datty;      /* (N, H·D) */
+    void *dfch;       /* (N, 2F) */
+    void *dfcsw;      /* (N, F) */
+};
+
+/* Index inputs in backend memory. */
+struct student_inputs {
+    int32_t *ids;      /* (B, T) */
+    int32_t *targets;  /* (B, T) */
+    int32_t *doc_ids;  /* (B, T) */
+    int32_t *pos;      /* (B, T) RoPE positions (restart per document) */
+    int32_t *topk_ids; /* (N, K) */
+    float *topk_logprobs; /* (N, K) */
+    float *tail_logprob;  /* (N) */
+    int k_alloc;
+};
+
+struct student_model {
+    struct student_config cfg;
+    const struct ops *ops;
+    int B, T;                   /* batch shape the activations were sized for */
+    size_t n_params;            /* f32 elements of master / grads */
+    size_t n_decay;             /* leading elements that receive weight decay */
+    float *master;              /* (n_params) f32 master weights */
+    void *wbuf;                 /* act-dtype weights used in compute (== master on f32) */
+    void *gbuf;                 /* (n_params) act-dtype gradients, accumulate */
+    struct student_params w, g; /* views into wbuf and gbuf */
+    struct student_acts a;
+    struct student_inputs in;
+    float *rope_cos, *rope_sin; /* (max_seq, D/2) backend memory */
+    int have_doc_ids;           /* the last forward used doc_ids */
+    int n_valid;                /* rows with a target in the last forward */
+    float last_loss;
+};
+
+/* The teacher's top-K outputs for a batch (host memory), and how to mix the losses. */
+struct student_loss_cfg {
+    float smoothing;      /* label smoothing ε */
+    float alpha;          /* KD weight (ignored without a teacher) */
+    enum kd_mode mode;
+    float temperature;
+    float jsd_beta;
+};
+struct student_teacher {
+    int k;                        /* top-K width */
+    const int32_t *topk_ids;      /* (B·T, K) */
+    const float *topk_logprobs;   /* (B·T, K) */
+    const float *tail_logprob;    /* (B·T) */
+};
+
+/* Allocates a model for batches of B sequences of T ≤ max_seq tokens on `ops`; the
+ * weights are initialised from `seed` (student_init). */
+int student_create(struct student_model *m, const struct student_config *c,
+                   const struct ops *ops, int B, int T, uint64_t seed);
+void student_free(struct student_model *m);
+/* Deterministic init: matrices normal(0, 0.02); o_proj and down_proj (the projections
+ * that write into the residual stream) scaled by 1/sqrt(2·L) as in GPT-2; norms 1. */
+int student_init(struct student_model *m, uint64_t seed);
+/* Copies master weights into the compute weights (after editing `master`). */
+int student_sync_weights(struct student_model *m);
+/* ids, targets (target < 0: ignored), doc_ids (NULL unless doc masking) are host (B,T).
+ * teacher may be NULL. Computes the mean loss over rows with a target into *loss and
+ * leaves dlogits (scaled for that mean) ready for student_backward. */
+int student_forward(struct student_model *m, const int32_t *ids, const int32_t *targets,
+                    const int32_t *doc_ids, const struct student_teacher *teacher,
+                    const struct student_loss_cfg *lc, float *loss);
+/* Accumulates parameter gradients (+=) of the last forward's mean loss. */
+int student_backward(struct student_model *m);
+int student_zero_grad(struct student_model *m);
+
+/* internals shared by the model's files */
+int student_layout(const struct student_config *c, void *base, size_t esz,
+                   struct student_params *p, size_t *n_decay);
+int student_rope_tables(const struct student_config *c, float *cos_t, float *sin_t);
+int student_block_forward(struct student_model *m, int l, int slot);
+void student_attn_shape(const struct student_model *m, struct attn_shape *s);
+void student_rope_shape(const struct student_model *m, int which, struct rope_shape *r);
+
 #endif

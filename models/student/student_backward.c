@@ -1,0 +1,84 @@
+/* Student backward pass: the forward in reverse, one explicit step per op. Parameter
+ * gradients accumulate (+=) so micro-batches add up; activation gradients overwrite.
+ * With grad_checkpoint each block is recomputed from its saved input first. */
+#include "common/core/log.h"
+#include "models/student/student.h"
+
+#define CHECK(x) do { int rc_ = (x); if (rc_ < 0) return rc_; } while (0)
+
+static void *at(void *base, size_t elems, size_t es) { return (char *)base + elems * es; }
+
+/* dresid holds d(block output); on return it holds d(block input) */
+static int block_backward(struct student_model *m, int l, int slot) {
+    const struct ops *o = m->ops;
+    const struct student_config *c = &m->cfg;
+    struct student_acts *a = &m->a;
+    size_t es = dtype_size(o->act_dtype);
+    int N = m->B * m->T, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
+    int GD = c->n_kv_heads * c->d_head, QKV = HD + 2 * GD;
+    void *x = at(a->resid, (size_t)l * N * C, es);
+    void *ln1 = at(a->ln1, (size_t)slot * N * C, es);
+    float *rstd1 = a->ln1_rstd + (size_t)slot * N;
+    void *qkv = at(a->qkv, (size_t)slot * N * QKV, es);
+    void *atty = at(a->atty, (size_t)slot * N * HD, es);
+    float *lse = a->lse + (size_t)slot * N * c->n_heads;
+    void *x2 = at(a->resid2, (size_t)slot * N * C, es);
+    void *ln2 = at(a->ln2, (size_t)slot * N * C, es);
+    float *rstd2 = a->ln2_rstd + (size_t)slot * N;
+    void *fch = at(a->fch, (size_t)slot * N * 2 * F, es);
+    void *fcsw = at(a->fcsw, (size_t)slot * N * F, es);
+    size_t oq = (size_t)l * QKV * C, oo = (size_t)l * C * HD, of = (size_t)l * 2 * F * C;
+    size_t od = (size_t)l * C * F, on = (size_t)l * C;
+    struct attn_shape as;
+    struct rope_shape rq, rk;
+    student_attn_shape(m, &as);
+    student_rope_shape(m, 0, &rq);
+    student_rope_shape(m, 1, &rk);
+
+    /* MLP: xout = x2 + down(swiglu(fc(ln2(x2)))) */
+    CHECK(o->matmul(a->dfcsw, a->dresid, at(m->w.downw, od, es), N, F, C, 0, 0, 1.0f, 0.0f, 0, 0, 0));
+    CHECK(o->matmul(at(m->g.downw, od, es), a->dresid, fcsw, C, F, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->swiglu_backward(a->dfch, a->dfcsw, fch, N, F));
+    CHECK(o->matmul(a->dln, a->dfch, at(m->w.fcw, of, es), N, C, 2 * F, 0, 0, 1.0f, 0.0f, 0, 0, 0));
+    CHECK(o->matmul(at(m->g.fcw, of, es), a->dfch, ln2, 2 * F, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->rmsnorm_backward(a->dtmp, at(m->g.ln2w, on, es), a->dln, x2, at(m->w.ln2w, on, es),
+                              rstd2, N, C));
+    CHECK(o->axpy(a->dresid, 1.0f, a->dtmp, (size_t)N * C));               /* d x2 */
+
+    /* attention: x2 = x + o(attn(rope(qkv(ln1(x))))) */
+    CHECK(o->matmul(a->datty, a->dresid, at(m->w.ow, oo, es), N, HD, C, 0, 0, 1.0f, 0.0f, 0, 0, 0));
+    CHECK(o->matmul(at(m->g.ow, oo, es), a->dresid, atty, C, HD, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->attention_backward(a->dqkv, at(a->dqkv, HD, es), at(a->dqkv, (size_t)HD + GD, es),
+                                a->datty, atty, lse, qkv, at(qkv, HD, es),
+                                at(qkv, (size_t)HD + GD, es), &as));
+    CHECK(o->rope_backward(a->dqkv, &rq));
+    CHECK(o->rope_backward(a->dqkv, &rk));
+    CHECK(o->matmul(a->dln, a->dqkv, at(m->w.qkvw, oq, es), N, C, QKV, 0, 0, 1.0f, 0.0f, 0, 0, 0));
+    CHECK(o->matmul(at(m->g.qkvw, oq, es), a->dqkv, ln1, QKV, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->rmsnorm_backward(a->dtmp, at(m->g.ln1w, on, es), a->dln, x, at(m->w.ln1w, on, es),
+                              rstd1, N, C));
+    return o->axpy(a->dresid, 1.0f, a->dtmp, (size_t)N * C);             /* d x */
+}
+
+int student_backward(struct student_model *m) {
+    if (!m || !m->master) return sushi_error(SUSHI_EINVAL, "student_backward: no model");
+    const struct ops *o = m->ops;
+    const struct student_config *c = &m->cfg;
+    struct student_acts *a = &m->a;
+    size_t es = dtype_size(o->act_dtype);
+    int N = m->B * m->T, C = c->d_model, L = c->n_layers, Vp = c->vocab_padded;
+    const void *lmw = c->tied ? m->w.wte : m->w.lmw;
+    void *dlmw = c->tied ? m->g.wte : m->g.lmw;
+
+    /* logits = lnf · lmwᵀ; a->logits holds dlogits (N, Vp) */
+    CHECK(o->matmul(a->dln, a->logits, lmw, N, C, Vp, 0, 0, 1.0f, 0.0f, 0, 0, 0));
+    CHECK(o->matmul(dlmw, a->logits, a->lnf, Vp, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->rmsnorm_backward(a->dresid, m->g.lnfw, a->dln, at(a->resid, (size_t)L * N * C, es),
+                              m->w.lnfw, a->lnf_rstd, N, C));
+    for (int l = L - 1; l >= 0; l--) {
+        int slot = c->grad_checkpoint ? 0 : l;
+        if (c->grad_checkpoint) CHECK(student_block_forward(m, l, 0));
+        CHECK(block_backward(m, l, slot));
+    }
+    return o->embedding_backward(m->g.wte, m->in.ids, a->dresid, N, C);
+}

@@ -1,0 +1,189 @@
+/* Student forward pass, top to bottom: embedding → L × [RMSNorm → GQA attention with
+ * RoPE → residual → RMSNorm → SwiGLU → residual] → RMSNorm → LM head → fused loss
+ * (label-smoothed CE, optionally mixed with the top-K KD divergence). The loss op
+ * leaves dlogits in the logits buffer, ready for student_backward. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core/log.h"
+#include "models/student/student.h"
+
+#define CHECK(x) do { int rc_ = (x); if (rc_ < 0) return rc_; } while (0)
+
+static void *at(void *base, size_t elems, size_t es) { return (char *)base + elems * es; }
+
+/* attention shape over the fused qkv rows of one layer */
+void student_attn_shape(const struct student_model *m, struct attn_shape *s) {
+    const struct student_config *c = &m->cfg;
+    int QKV = (c->n_heads + 2 * c->n_kv_heads) * c->d_head;
+    memset(s, 0, sizeof *s);
+    s->B = m->B;
+    s->T = m->T;
+    s->H = c->n_heads;
+    s->G = c->n_kv_heads;
+    s->dqk = s->dv = c->d_head;
+    s->q_stride = s->k_stride = s->v_stride = QKV;
+    s->o_stride = c->n_heads * c->d_head;
+    s->scale = 1.0f / sqrtf((float)c->d_head);
+    s->window = c->window;
+    s->doc_ids = m->have_doc_ids ? m->in.doc_ids : NULL;
+}
+
+/* RoPE over the q heads (which=0) or k heads (which=1) of fused qkv rows */
+void student_rope_shape(const struct student_model *m, int which, struct rope_shape *r) {
+    const struct student_config *c = &m->cfg;
+    memset(r, 0, sizeof *r);
+    r->N = m->B * m->T;
+    r->nheads = which ? c->n_kv_heads : c->n_heads;
+    r->row_stride = (c->n_heads + 2 * c->n_kv_heads) * c->d_head;
+    r->head_stride = c->d_head;
+    r->offset = which ? c->n_heads * c->d_head : 0;
+    r->rot_dim = c->d_head;
+    r->max_pos = c->max_seq;
+    r->pos = m->in.pos;
+    r->cos = m->rope_cos;
+    r->sin = m->rope_sin;
+}
+
+int student_block_forward(struct student_model *m, int l, int slot) {
+    const struct ops *o = m->ops;
+    const struct student_config *c = &m->cfg;
+    struct student_acts *a = &m->a;
+    size_t es = dtype_size(o->act_dtype);
+    int N = m->B * m->T, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
+    int QKV = (c->n_heads + 2 * c->n_kv_heads) * c->d_head;
+    void *x = at(a->resid, (size_t)l * N * C, es);          /* (N, C) block input */
+    void *xout = at(a->resid, (size_t)(l + 1) * N * C, es); /* (N, C) block output */
+    void *ln1 = at(a->ln1, (size_t)slot * N * C, es);
+    float *rstd1 = a->ln1_rstd + (size_t)slot * N;
+    void *qkv = at(a->qkv, (size_t)slot * N * QKV, es);
+    void *atty = at(a->atty, (size_t)slot * N * HD, es);
+    float *lse = a->lse + (size_t)slot * N * c->n_heads;
+    void *x2 = at(a->resid2, (size_t)slot * N * C, es);
+    void *ln2 = at(a->ln2, (size_t)slot * N * C, es);
+    float *rstd2 = a->ln2_rstd + (size_t)slot * N;
+    void *fch = at(a->fch, (size_t)slot * N * 2 * F, es);
+    void *fcsw = at(a->fcsw, (size_t)slot * N * F, es);
+    const void *qkvw = at(m->w.qkvw, (size_t)l * QKV * C, es);
+    const void *ow = at(m->w.ow, (size_t)l * C * HD, es);
+    const void *fcw = at(m->w.fcw, (size_t)l * 2 * F * C, es);
+    const void *downw = at(m->w.downw, (size_t)l * C * F, es);
+    struct attn_shape as;
+    struct rope_shape rq, rk;
+    student_attn_shape(m, &as);
+    student_rope_shape(m, 0, &rq);
+    student_rope_shape(m, 1, &rk);
+
+    CHECK(o->rmsnorm_forward(ln1, rstd1, x, at(m->w.ln1w, (size_t)l * C, es), N, C, c->norm_eps));
+    CHECK(o->matmul(qkv, ln1, qkvw, N, QKV, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));    /* (N, QKV) */
+    CHECK(o->rope_forward(qkv, &rq));
+    CHECK(o->rope_forward(qkv, &rk));
+    CHECK(o->attention_forward(atty, lse, qkv, at(qkv, HD, es),
+                               at(qkv, (size_t)HD + c->n_kv_heads * c->d_head, es), &as));
+    CHECK(o->copy(x2, x, (size_t)N * C * es));
+    CHECK(o->matmul(x2, atty, ow, N, C, HD, 0, 1, 1.0f, 1.0f, 0, 0, 0));     /* x + o_proj */
+    CHECK(o->rmsnorm_forward(ln2, rstd2, x2, at(m->w.ln2w, (size_t)l * C, es), N, C, c->norm_eps));
+    CHECK(o->matmul(fch, ln2, fcw, N, 2 * F, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));   /* (N, 2F) */
+    CHECK(o->swiglu_forward(fcsw, fch, N, F));
+    CHECK(o->copy(xout, x2, (size_t)N * C * es));
+    CHECK(o->matmul(xout, fcsw, downw, N, C, F, 0, 1, 1.0f, 1.0f, 0, 0, 0));  /* x2 + down */
+    return 0;
+}
+
+/* host ids/targets/doc ids → backend memory; RoPE positions restart per document */
+static int upload_inputs(struct student_model *m, const int32_t *ids, const int32_t *targets,
+                         const int32_t *doc_ids) {
+    const struct student_config *c = &m->cfg;
+    int N = m->B * m->T;
+    int32_t *pos = malloc((size_t)N * sizeof *pos);
+    if (!pos) return sushi_error(SUSHI_ENOMEM, "student_forward: positions");
+    int rc = 0;
+    m->n_valid = 0;
+    for (int n = 0; n < N && !rc; n++) {
+        if (ids[n] < 0 || ids[n] >= c->vocab_padded)
+            rc = sushi_error(SUSHI_EINVAL, "student_forward: token id %d at row %d outside [0,%d)",
+                             ids[n], n, c->vocab_padded);
+        else if (targets[n] >= c->vocab)
+            rc = sushi_error(SUSHI_EINVAL, "student_forward: target %d at row %d ≥ vocab %d",
+                             targets[n], n, c->vocab);
+        m->n_valid += targets[n] >= 0;
+        int t = n % m->T;
+        pos[n] = (t > 0 && doc_ids && doc_ids[n] == doc_ids[n - 1]) ? pos[n - 1] + 1 : t;
+        if (doc_ids && t > 0 && doc_ids[n] != doc_ids[n - 1]) pos[n] = 0;
+    }
+    m->have_doc_ids = doc_ids != NULL;
+    if (!rc) rc = m->ops->to_device(m->in.ids, ids, (size_t)N * 4);
+    if (!rc) rc = m->ops->to_device(m->in.targets, targets, (size_t)N * 4);
+    if (!rc) rc = m->ops->to_device(m->in.pos, pos, (size_t)N * 4);
+    if (!rc && doc_ids) rc = m->ops->to_device(m->in.doc_ids, doc_ids, (size_t)N * 4);
+    free(pos);
+    return rc;
+}
+
+static int upload_teacher(struct student_model *m, const struct student_teacher *t) {
+    const struct ops *o = m->ops;
+    size_t N = (size_t)m->B * m->T, K = t->k;
+    if (t->k <= 0 || !t->topk_ids || !t->topk_logprobs || !t->tail_logprob)
+        return sushi_error(SUSHI_EINVAL, "student_forward: teacher outputs incomplete (k=%d)", t->k);
+    for (size_t i = 0; i < N * K; i++)
+        if (t->topk_ids[i] < 0 || t->topk_ids[i] >= m->cfg.vocab)
+            return sushi_error(SUSHI_EINVAL, "student_forward: teacher top-k id %d at %zu outside vocab %d",
+                               t->topk_ids[i], i, m->cfg.vocab);
+    if (m->in.k_alloc < t->k) {
+        if (m->in.topk_ids) o->free(m->in.topk_ids);
+        if (m->in.topk_logprobs) o->free(m->in.topk_logprobs);
+        if (!m->in.tail_logprob) m->in.tail_logprob = o->alloc(N * 4);
+        m->in.topk_ids = o->alloc(N * K * 4);
+        m->in.topk_logprobs = o->alloc(N * K * 4);
+        m->in.k_alloc = t->k;
+        if (!m->in.topk_ids || !m->in.topk_logprobs || !m->in.tail_logprob) {
+            m->in.k_alloc = 0;
+            return sushi_error(SUSHI_ENOMEM, "student_forward: teacher buffers (K=%d)", t->k);
+        }
+    }
+    CHECK(o->to_device(m->in.topk_ids, t->topk_ids, N * K * 4));
+    CHECK(o->to_device(m->in.topk_logprobs, t->topk_logprobs, N * K * 4));
+    return o->to_device(m->in.tail_logprob, t->tail_logprob, N * 4);
+}
+
+int student_forward(struct student_model *m, const int32_t *ids, const int32_t *targets,
+                    const int32_t *doc_ids, const struct student_teacher *teacher,
+                    const struct student_loss_cfg *lc, float *loss) {
+    if (!m || !m->master || !ids || !targets || !lc || !loss)
+        return sushi_error(SUSHI_EINVAL, "student_forward: NULL argument");
+    const struct ops *o = m->ops;
+    const struct student_config *c = &m->cfg;
+    struct student_acts *a = &m->a;
+    size_t es = dtype_size(o->act_dtype);
+    int N = m->B * m->T, C = c->d_model, L = c->n_layers;
+    if (c->doc_mask && !doc_ids) return sushi_error(SUSHI_EINVAL, "student_forward: doc_mask set but no doc_ids");
+    CHECK(upload_inputs(m, ids, targets, c->doc_mask ? doc_ids : NULL));
+    if (teacher) CHECK(upload_teacher(m, teacher));
+
+    CHECK(o->embedding_forward(a->resid, m->in.ids, m->w.wte, N, C));
+    for (int l = 0; l < L; l++) CHECK(student_block_forward(m, l, c->grad_checkpoint ? 0 : l));
+    CHECK(o->rmsnorm_forward(a->lnf, a->lnf_rstd, at(a->resid, (size_t)L * N * C, es), m->w.lnfw,
+                             N, C, c->norm_eps));
+    const void *lmw = c->tied ? m->w.wte : m->w.lmw;
+    CHECK(o->matmul(a->logits, a->lnf, lmw, N, c->vocab_padded, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));
+
+    struct loss_args la = {
+        .N = N, .vocab = c->vocab, .vocab_padded = c->vocab_padded, .smoothing = lc->smoothing,
+        .alpha = teacher ? lc->alpha : 0.0f, .mode = lc->mode, .temperature = lc->temperature,
+        .jsd_beta = lc->jsd_beta, .k = teacher ? teacher->k : 0,
+        .topk_ids = teacher ? m->in.topk_ids : NULL,
+        .topk_logprobs = teacher ? m->in.topk_logprobs : NULL,
+        .tail_logprob = teacher ? m->in.tail_logprob : NULL,
+        .grad_scale = m->n_valid ? 1.0f / (float)m->n_valid : 0.0f,
+    };
+    if (teacher && !(la.temperature > 0)) return sushi_error(SUSHI_EINVAL, "student_forward: KD temperature must be > 0");
+    /* per-row losses land in backend memory (dtmp is free until backward), then host */
+    float *dev_loss = (float *)a->dtmp;
+    CHECK(o->loss_forward_backward(dev_loss, NULL, NULL, a->logits, a->logits, m->in.targets, &la));
+    CHECK(o->to_host(a->row_loss, dev_loss, (size_t)N * sizeof(float)));
+    double sum = 0;
+    for (int n = 0; n < N; n++) sum += targets[n] >= 0 ? a->row_loss[n] : 0.0;
+    *loss = m->last_loss = m->n_valid ? (float)(sum / m->n_valid) : 0.0f;
+    return 0;
+}
