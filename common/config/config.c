@@ -46,9 +46,8 @@ int config_set_override(json_t *root, const char *assignment, const char *file) 
                 goto done;
             }
         } else if (!json_is_object(next)) {
-            *dot = '.';
             rc = sushi_error(SUSHI_EINVAL, "%s: override \"%s\": %.*s is not a map", file, assignment,
-                             (int)(dot - key), key);
+                             (int)(dot - key), assignment);
             goto done;
         }
         cur = next;

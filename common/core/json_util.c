@@ -16,7 +16,7 @@ const char *ju_key_path(char *buf, size_t cap, struct ju_where w, const char *ke
 
 /* A short rendering of a value for messages: "abc" in quotes, numbers as written. */
 static void ju_describe(const json_t *v, char *buf, size_t cap) {
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(9));
     snprintf(buf, cap, "%s", s ? s : "?");
     if (s && strlen(s) >= cap && cap > 4) memcpy(buf + cap - 4, "...", 4);
     free(s);
