@@ -1,0 +1,192 @@
+// libs: student kernels cuda core
+/* Training-step throughput of the dev-tier student on the CPU (forward, backward,
+ * clipping and AdamW), sushi against PyTorch CPU (bench/torch_train_cpu.py, same model,
+ * same thread count) in one run; prints both tokens/s and the ratio. --profile adds a
+ * per-op time breakdown (the op table wrapped with timers).
+ *
+ *   build/bench/bench_train_cpu [--threads 2] [--steps 3] [--profile] [--no-torch]
+ *                               [--layers 12] [--B 4] [--T 512] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/core/log.h"
+#include "models/optim.h"
+#include "models/student/student.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- the op table with a timer around each compute op ---- */
+enum { P_MATMUL, P_ATTN_F, P_ATTN_B, P_NORM_F, P_NORM_B, P_ROPE, P_SWIGLU_F, P_SWIGLU_B,
+       P_LOSS, P_ADAMW, P_EMB, P_ELTWISE, P_COUNT };
+static const char *p_names[P_COUNT] = {"matmul", "attention_forward", "attention_backward",
+    "rmsnorm_forward", "rmsnorm_backward", "rope", "swiglu_forward", "swiglu_backward",
+    "loss", "adamw+sumsq", "embedding", "copy/axpy/fill"};
+static double p_time[P_COUNT];
+static const struct ops *base;
+static struct ops timed;
+
+#define TIMED(slot, call) do { double t0_ = now_s(); int rc_ = (call); p_time[slot] += now_s() - t0_; return rc_; } while (0)
+static int t_matmul(void *c, const void *a, const void *b, int m, int n, int k, int ta, int tb,
+                    float al, float be, int lda, int ldb, int ldc) {
+    TIMED(P_MATMUL, base->matmul(c, a, b, m, n, k, ta, tb, al, be, lda, ldb, ldc));
+}
+static int t_attn_f(void *o, float *l, const void *q, const void *k, const void *v, const struct attn_shape *s) {
+    TIMED(P_ATTN_F, base->attention_forward(o, l, q, k, v, s));
+}
+static int t_attn_b(void *dq, void *dk, void *dv, const void *d, const void *o, const float *l,
+                    const void *q, const void *k, const void *v, const struct attn_shape *s) {
+    TIMED(P_ATTN_B, base->attention_backward(dq, dk, dv, d, o, l, q, k, v, s));
+}
+static int t_norm_f(void *o, float *r, const void *x, const void *w, int N, int C, float e) {
+    TIMED(P_NORM_F, base->rmsnorm_forward(o, r, x, w, N, C, e));
+}
+static int t_norm_b(void *dx, void *dw, const void *d, const void *x, const void *w, const float *r, int N, int C) {
+    TIMED(P_NORM_B, base->rmsnorm_backward(dx, dw, d, x, w, r, N, C));
+}
+static int t_rope_f(void *x, const struct rope_shape *s) { TIMED(P_ROPE, base->rope_forward(x, s)); }
+static int t_rope_b(void *x, const struct rope_shape *s) { TIMED(P_ROPE, base->rope_backward(x, s)); }
+static int t_sw_f(void *o, const void *h, int N, int F) { TIMED(P_SWIGLU_F, base->swiglu_forward(o, h, N, F)); }
+static int t_sw_b(void *dh, const void *d, const void *h, int N, int F) {
+    TIMED(P_SWIGLU_B, base->swiglu_backward(dh, d, h, N, F));
+}
+static int t_loss(float *l, float *ce, float *kd, void *dl, const void *lg, const int32_t *t,
+                  const struct loss_args *a) {
+    TIMED(P_LOSS, base->loss_forward_backward(l, ce, kd, dl, lg, t, a));
+}
+static int t_adamw(float *m, void *p, const void *g, float *mm, float *v, const struct adamw_args *a) {
+    TIMED(P_ADAMW, base->adamw(m, p, g, mm, v, a));
+}
+static int t_sumsq(float *o, const void *x, size_t n) { TIMED(P_ADAMW, base->sumsq(o, x, n)); }
+static int t_emb_f(void *o, const int32_t *i, const void *t, int N, int C) {
+    TIMED(P_EMB, base->embedding_forward(o, i, t, N, C));
+}
+static int t_emb_b(void *d, const int32_t *i, const void *o, int N, int C) {
+    TIMED(P_EMB, base->embedding_backward(d, i, o, N, C));
+}
+static int t_copy(void *d, const void *s, size_t n) { TIMED(P_ELTWISE, base->copy(d, s, n)); }
+static int t_axpy(void *y, float a, const void *x, size_t n) { TIMED(P_ELTWISE, base->axpy(y, a, x, n)); }
+static int t_fill(void *x, float v, size_t n) { TIMED(P_ELTWISE, base->fill(x, v, n)); }
+
+static const struct ops *timed_ops(const struct ops *b) {
+    base = b;
+    timed = *b;
+    timed.matmul = t_matmul;
+    timed.attention_forward = t_attn_f;
+    timed.attention_backward = t_attn_b;
+    timed.rmsnorm_forward = t_norm_f;
+    timed.rmsnorm_backward = t_norm_b;
+    timed.rope_forward = t_rope_f;
+    timed.rope_backward = t_rope_b;
+    timed.swiglu_forward = t_sw_f;
+    timed.swiglu_backward = t_sw_b;
+    timed.loss_forward_backward = t_loss;
+    timed.adamw = t_adamw;
+    timed.sumsq = t_sumsq;
+    timed.embedding_forward = t_emb_f;
+    timed.embedding_backward = t_emb_b;
+    timed.copy = t_copy;
+    timed.axpy = t_axpy;
+    timed.fill = t_fill;
+    return &timed;
+}
+
+static double torch_tokens_per_s(int threads, int steps, int layers, int B, int T) {
+    char cmd[512], line[256];
+    const char *root = getenv("SUSHI_REPO_ROOT");
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/torch_train_cpu.py --threads %d --steps %d "
+             "--layers %d --B %d --T %d", root ? root : ".", threads, steps, layers, B, T);
+    FILE *p = popen(cmd, "r");
+    double tps = 0;
+    if (!p) return 0;
+    while (fgets(line, sizeof line, p)) {
+        fputs(line, stdout);
+        sscanf(line, "torch tokens/s %lf", &tps);
+    }
+    pclose(p);
+    return tps;
+}
+
+int main(int argc, char **argv) {
+    int threads = 2, steps = 3, profile = 0, torch = 1, layers = 12, B = 4, T = 512;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--steps") && more) steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--layers") && more) layers = atoi(argv[++i]);
+        else if (!strcmp(a, "--B") && more) B = atoi(argv[++i]);
+        else if (!strcmp(a, "--T") && more) T = atoi(argv[++i]);
+        else if (!strcmp(a, "--profile")) profile = 1;
+        else if (!strcmp(a, "--no-torch")) torch = 0;
+        else {
+            fprintf(stderr, "usage: bench_train_cpu [--threads N] [--steps N] [--layers N] [--B N] "
+                            "[--T N] [--profile] [--no-torch]\n");
+            return !strcmp(a, "-h") || !strcmp(a, "--help") ? 0 : 2;
+        }
+    }
+    if (threads <= 0 || steps <= 0 || layers <= 0 || B <= 0 || T <= 1 || T > 512) {
+        fprintf(stderr, "bench_train_cpu: bad sizes\n");
+        return 2;
+    }
+    ops_cpu_set_threads(threads);
+    const struct ops *ops = profile ? timed_ops(ops_cpu()) : ops_cpu();
+    struct student_config c = {.n_layers = layers, .d_model = 512, .n_heads = 8, .n_kv_heads = 4,
+                               .d_ff = 1408, .vocab = 32000, .max_seq = 512, .tied = 1,
+                               .rope_theta = 10000.0f, .norm_eps = 1e-5f};
+    struct student_model m;
+    struct optim opt;
+    struct optim_config oc = {.lr = 3e-4f, .min_lr = 3e-5f, .total_steps = 100, .weight_decay = 0.1f,
+                              .clip_norm = 1.0f};
+    if (student_create(&m, &c, ops, B, T, 1) || optim_create(&opt, &oc, ops, m.n_params, m.n_decay)) {
+        fprintf(stderr, "bench_train_cpu: %s\n", sushi_last_error());
+        return 1;
+    }
+    int32_t *ids = malloc((size_t)B * T * 4), *tg = malloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)((i * 7919u) % 32000);
+        tg[i] = (int32_t)((i * 104729u + 13) % 32000);
+    }
+    struct student_loss_cfg lc = {0};
+    double *times = calloc(steps, sizeof(double));
+    float loss = 0;
+    for (int s = 0; s <= steps; s++) { /* step 0 warms up */
+        if (s == 1) memset(p_time, 0, sizeof p_time);
+        double t0 = now_s();
+        if (student_zero_grad(&m) || student_forward(&m, ids, tg, NULL, NULL, &lc, &loss) ||
+            student_backward(&m) || optim_step(&opt, m.master, m.wbuf, m.gbuf)) {
+            fprintf(stderr, "bench_train_cpu: %s\n", sushi_last_error());
+            return 1;
+        }
+        if (s) times[s - 1] = now_s() - t0;
+    }
+    for (int i = 0; i < steps; i++)       /* median */
+        for (int j = i + 1; j < steps; j++)
+            if (times[j] < times[i]) { double t = times[i]; times[i] = times[j]; times[j] = t; }
+    double sushi_tps = B * T / times[steps / 2];
+    printf("sushi loss %.4f\nsushi tokens/s %.1f (dev tier: %d layers, C 512, B %d, T %d, %d threads, %zu params)\n",
+           loss, sushi_tps, layers, B, T, threads, m.n_params);
+    if (profile) {
+        double total = 0;
+        for (int i = 0; i < P_COUNT; i++) total += p_time[i];
+        printf("per-op time over %d steps (%.2f s in ops):\n", steps, total);
+        for (int i = 0; i < P_COUNT; i++)
+            printf("  %-20s %8.3f s  %5.1f%%\n", p_names[i], p_time[i], 100 * p_time[i] / total);
+    }
+    if (torch) {
+        double t = torch_tokens_per_s(threads, steps, layers, B, T);
+        if (t > 0) printf("ratio sushi/torch %.2fx\n", sushi_tps / t);
+        else printf("torch: not available (/usr/bin/python3 with torch needed)\n");
+    }
+    optim_free(&opt);
+    student_free(&m);
+    free(ids);
+    free(tg);
+    free(times);
+    return 0;
+}
