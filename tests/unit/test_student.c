@@ -154,8 +154,8 @@ static void test_param_views(void **st) {
     struct student_config c = scase_small_config(0);
     assert_int_equal(student_config_validate(&c), 0);
     size_t n = student_param_count(&c);
-    /* 48·20 embed + 2·(36·20 + 2·(6·20) + 20·36 + 2·26·20 + 20·26 + 2·20) + 20 + 48·20 */
-    assert_int_equal(n, 960 + 2 * (720 + 240 + 720 + 1040 + 520 + 40) + 20 + 960);
+    /* 48·20 embed + 2·(36·20 q + 2·(12·20) kv + 20·36 o + 2·26·20 + 20·26 + 2·20) + 20 + 48·20 */
+    assert_int_equal(n, 960 + 2 * (720 + 480 + 720 + 1040 + 520 + 40) + 20 + 960);
     float *base = calloc(n, sizeof(float));
     struct param_view v[32];
     int nv = student_param_views(&c, base, v, 32);
