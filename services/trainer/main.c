@@ -13,14 +13,22 @@
 #include "common/core/log.h"
 #include "models/optim.h"
 #include "models/rng.h"
+#include "models/student/checkpoint.h"
 #include "models/student/student.h"
 #include "services/trainer/train_config.h"
 
 #define MAX_OVERRIDES 64
 
+struct train_io {
+    const char *save_dir;    /* --save: checkpoint written every save_every steps and at the end */
+    const char *resume_dir;  /* --resume: continue from this checkpoint */
+    int save_every;
+};
+
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: sushi-trainer --config FILE [key.path=value ...] [--steps N]\n"
+            "usage: sushi-trainer --config FILE [key.path=value ...] [--steps N] [--save DIR]\n"
+            "                     [--save-every N] [--resume DIR]\n"
             "\n"
             "Trains the student described by the `model` section of FILE with the settings\n"
             "of its `train` section on the byte-level corpus train.corpus (90%% train,\n"
@@ -28,6 +36,9 @@ static void usage(FILE *f) {
             "\n"
             "  --config FILE   training YAML (e.g. configs/train/tiny-cpu.yaml)\n"
             "  --steps N       same as train.steps=N\n"
+            "  --save DIR      write a checkpoint (HF Llama layout + optimizer + trainer state)\n"
+            "                  at the end and every --save-every N steps\n"
+            "  --resume DIR    continue a run from its checkpoint (same losses as uninterrupted)\n"
             "  -h, --help      this text\n");
 }
 
@@ -67,7 +78,61 @@ static int eval_loss(struct student_model *m, const unsigned char *text, size_t 
     return 0;
 }
 
-static int train(const struct train_config *tc) {
+/* weights, AdamW moments, step and data RNG → dir (host copies of backend buffers) */
+static int save_checkpoint(const char *dir, struct student_model *m, struct optim *o,
+                           const struct rng *data) {
+    size_t n = m->n_params;
+    float *h = malloc(3 * n * sizeof(float));
+    if (!h) return sushi_error(SUSHI_ENOMEM, "%s: checkpoint buffers", dir);
+    int rc = m->ops->to_host(h, m->master, n * 4);
+    if (!rc) rc = m->ops->to_host(h + n, o->m, n * 4);
+    if (!rc) rc = m->ops->to_host(h + 2 * n, o->v, n * 4);
+    char rng_hex[32];
+    snprintf(rng_hex, sizeof rng_hex, "%016llx", (unsigned long long)data->state);
+    json_t *state = json_pack("{s:i, s:s}", "step", o->step, "data_rng", rng_hex);
+    if (!rc && !state) rc = sushi_error(SUSHI_ENOMEM, "%s: trainer state", dir);
+    if (!rc) rc = checkpoint_save(dir, &m->cfg, h, h + n, h + 2 * n, state);
+    json_decref(state);
+    free(h);
+    if (!rc) log_info("saved %s at step %d", dir, o->step);
+    return rc;
+}
+
+static int load_checkpoint(const char *dir, struct student_model *m, struct optim *o,
+                           struct rng *data) {
+    struct student_config c = {0};
+    int rc = checkpoint_read_config(dir, &c, NULL);
+    if (rc) return rc;
+    if (c.n_layers != m->cfg.n_layers || c.d_model != m->cfg.d_model || c.n_heads != m->cfg.n_heads ||
+        c.n_kv_heads != m->cfg.n_kv_heads || c.d_ff != m->cfg.d_ff ||
+        c.vocab_padded != m->cfg.vocab_padded || c.tied != m->cfg.tied)
+        return sushi_error(SUSHI_ESHAPE, "%s: checkpoint architecture differs from the configured model", dir);
+    size_t n = m->n_params;
+    float *h = malloc(3 * n * sizeof(float));
+    json_t *state = NULL;
+    if (!h) return sushi_error(SUSHI_ENOMEM, "%s: checkpoint buffers", dir);
+    rc = checkpoint_load(dir, &m->cfg, h, h + n, h + 2 * n, &state);
+    json_t *step = rc ? NULL : json_object_get(state, "step");
+    json_t *rs = rc ? NULL : json_object_get(state, "data_rng");
+    unsigned long long r = 0;
+    if (!rc && (!json_is_integer(step) || !json_is_string(rs) ||
+                sscanf(json_string_value(rs), "%llx", &r) != 1))
+        rc = sushi_error(SUSHI_EFORMAT, "%s: %s: needs integer \"step\" and hex \"data_rng\"", dir, CKPT_STATE);
+    if (!rc) rc = m->ops->to_device(m->master, h, n * 4);
+    if (!rc) rc = m->ops->to_device(o->m, h + n, n * 4);
+    if (!rc) rc = m->ops->to_device(o->v, h + 2 * n, n * 4);
+    if (!rc) rc = student_sync_weights(m);
+    if (!rc) {
+        o->step = (int)json_integer_value(step);
+        data->state = r;
+        log_info("resumed %s at step %d", dir, o->step);
+    }
+    json_decref(state);
+    free(h);
+    return rc;
+}
+
+static int train(const struct train_config *tc, const struct train_io *io) {
     const struct ops *ops = ops_by_name(tc->backend);
     if (!ops) return sushi_error(SUSHI_EINVAL, "train.backend \"%s\": %s", tc->backend, sushi_last_error());
     if (tc->threads > 0 && ops == ops_cpu()) ops_cpu_set_threads(tc->threads);
@@ -107,12 +172,13 @@ static int train(const struct train_config *tc) {
              tc->steps, B, T, opt.cfg.accum_steps, opt.cfg.lr, opt.cfg.min_lr,
              opt.cfg.schedule == OPTIM_COSINE ? "cosine" : opt.cfg.schedule == OPTIM_LINEAR ? "linear" : "constant",
              opt.cfg.warmup_steps, ops->name, tc->corpus, len);
+    if (!rc && io->resume_dir) rc = load_checkpoint(io->resume_dir, &m, &opt, &data_rng);
     float val0 = 0, val1 = 0;
     if (!rc) rc = eval_loss(&m, u, split, len, ids, targets, &lc, &val0);
     if (!rc) log_info("held-out loss before training: %.4f", val0);
     double t0 = now_s(), t_log = t0;
     long tokens_since = 0;
-    for (int step = 0; step < tc->steps && !rc; step++) {
+    for (int step = opt.step; step < tc->steps && !rc; step++) {
         float loss_sum = 0;
         rc = student_zero_grad(&m);
         for (int a = 0; a < opt.cfg.accum_steps && !rc; a++) {
@@ -134,7 +200,11 @@ static int train(const struct train_config *tc) {
             t_log = t;
             tokens_since = 0;
         }
+        if (!rc && io->save_dir && io->save_every > 0 && (step + 1) % io->save_every == 0 &&
+            step + 1 < tc->steps)
+            rc = save_checkpoint(io->save_dir, &m, &opt, &data_rng);
     }
+    if (!rc && io->save_dir) rc = save_checkpoint(io->save_dir, &m, &opt, &data_rng);
     if (!rc) rc = eval_loss(&m, u, split, len, ids, targets, &lc, &val1);
     if (!rc) log_info("held-out loss: %.4f → %.4f in %.1f s", val0, val1, now_s() - t0);
     optim_free(&opt);
@@ -149,6 +219,7 @@ int main(int argc, char **argv) {
     log_set_name("sushi-trainer");
     const char *config = NULL, *overrides[MAX_OVERRIDES];
     char steps_override[64];
+    struct train_io io = {0};
     int n_over = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -159,6 +230,12 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
             snprintf(steps_override, sizeof steps_override, "train.steps=%s", argv[++i]);
             if (n_over < MAX_OVERRIDES) overrides[n_over++] = steps_override;
+        } else if (!strcmp(argv[i], "--save") && i + 1 < argc) {
+            io.save_dir = argv[++i];
+        } else if (!strcmp(argv[i], "--save-every") && i + 1 < argc) {
+            io.save_every = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--resume") && i + 1 < argc) {
+            io.resume_dir = argv[++i];
         } else if (argv[i][0] != '-' && strchr(argv[i], '=')) {
             if (n_over == MAX_OVERRIDES) {
                 log_error("more than %d overrides", MAX_OVERRIDES);
@@ -176,7 +253,7 @@ int main(int argc, char **argv) {
     }
     struct train_config tc;
     int rc = train_config_load(config, overrides, n_over, &tc);
-    if (!rc) rc = train(&tc);
+    if (!rc) rc = train(&tc, &io);
     if (rc) {
         log_error("%s", sushi_last_error());
         return 1;
