@@ -12,6 +12,7 @@ PKGS=(
   libzmq3-dev libmsgpack-dev libmicrohttpd-dev
   libcmocka-dev
   python3-torch python3-numpy
+  fortunes
 )
 # node and npm: Debian's packages unless a node with npm is already installed
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)

@@ -1,0 +1,145 @@
+/* The text data path: sources (plain text, JSONL, folders, globs), weighted mixing,
+ * deterministic shuffling, packing into fixed-length rows, passkey (needle) rows, and a
+ * threaded stream with a bounded prefetch queue. Used by sushi-loader and by eval.
+ *
+ * Determinism. A batch id is a pure function of (epoch, index):
+ *     id = epoch << 40 | index        (DATA_BATCH_ID)
+ * and data_batch() regenerates any batch from its id alone. Opening a loader scans every
+ * source once and records, per document, where it lives and how many tokens it has
+ * (tokenized once, in parallel; only counts are kept). Each epoch gets a plan: a seeded
+ * weighted draw of a source per document slot, each source's documents taken from a
+ * seeded permutation (reshuffled on every pass when a source is upsampled), and the
+ * prefix sums of the documents' token counts (+1 for the EOS after each). Row r of the
+ * epoch covers stream tokens [r*T, r*T + T), so the document where a row starts is found
+ * by binary search and only the documents a batch touches are read and tokenized again.
+ *
+ * Packing, per row of T tokens:
+ *   tokens     the stream: each document's tokens followed by EOS;
+ *   targets    the next stream token when it belongs to the same document, else -1
+ *              (at each EOS, and at the last position when the row ends a document);
+ *              the last position's target is the first token of the next row when that
+ *              continues the same document;
+ *   doc_ids    0, 1, 2, ... per document segment within the row (attention document mask);
+ *   positions  position within the document segment of this row (restarts at 0 at each
+ *              segment, so it never exceeds T-1).
+ * A document longer than max_doc_bytes is cut at a line break (else a space) into
+ * several documents, so a batch never re-tokenizes more than max_doc_bytes per segment.
+ *
+ * Needle rows (SPEC §5). With share p > 0, K = round(1/p): in every block of K rows of an
+ * epoch exactly one row (at a seeded position) is a passkey sample: a preamble, filler
+ * sentences with "The pass key is NNNNN. Remember it." at a seeded depth, the question,
+ * and the answer, which answer_mask marks. Needle rows are inserted, not substituted, so
+ * every text token of the epoch is still delivered exactly once. */
+#ifndef SUSHI_DATA_H
+#define SUSHI_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/tokenizer/tokenizer.h"
+
+#define DATA_INDEX_BITS 40
+#define DATA_BATCH_ID(epoch, index) (((uint64_t)(epoch) << DATA_INDEX_BITS) | (uint64_t)(index))
+#define DATA_BATCH_EPOCH(id) ((uint64_t)(id) >> DATA_INDEX_BITS)
+#define DATA_BATCH_INDEX(id) ((uint64_t)(id) & ((1ull << DATA_INDEX_BITS) - 1))
+#define DATA_MAX_SOURCES 64
+
+enum data_format { DATA_TEXT = 0, DATA_JSONL = 1 };
+
+struct data_source_config {
+    char *name;
+    char *path;         /* a file, a folder (walked recursively, sorted) or a glob */
+    enum data_format format;
+    char *text_field;   /* JSONL: member holding the text (default "text") */
+    char *separator;    /* text: a line equal to this separates documents (NULL: one per file) */
+    char *exclude;      /* fnmatch pattern: files whose name matches are left out (NULL: none) */
+    double weight;      /* relative share of documents drawn from this source */
+};
+
+struct data_config {
+    uint64_t seed;
+    int seq_len;                /* T */
+    int batch_size;             /* B */
+    int threads;                /* worker threads (stream and indexing) */
+    int prefetch;               /* bounded queue: batches produced ahead of the consumer */
+    double needle_share;        /* share of rows that are passkey samples (0 disables) */
+    int max_consecutive_errors; /* corrupt records in a row before the loader gives up */
+    long long epoch_docs;       /* documents per epoch (0: all documents of all sources) */
+    int max_doc_bytes;          /* longer documents are cut (see above) */
+    char *tokenizer;            /* tokenizer.json path (NULL: set data_tokenizer yourself) */
+    int n_sources;
+    struct data_source_config sources[DATA_MAX_SOURCES];
+};
+
+/* Reads the `data` section (a JSON object, e.g. from a YAML config) into *cfg, with
+ * defaults for absent keys; `file` names the config in messages. Free with
+ * data_config_free. */
+int data_config_from_json(struct data_config *cfg, const json_t *data, const char *file);
+void data_config_defaults(struct data_config *cfg);
+void data_config_free(struct data_config *cfg);
+
+/* Tokenization used by the loader: must be thread-safe and deterministic. */
+typedef int (*data_tokenize_fn)(void *ctx, const char *text, size_t len, int32_t **ids,
+                                size_t *n_ids);
+struct data_tokenizer {
+    data_tokenize_fn encode;
+    void *ctx;
+    int32_t eos_id;
+};
+/* Byte-level: one id per byte, EOS = 256. */
+void data_tokenizer_bytes(struct data_tokenizer *t);
+/* A loaded HF tokenizer (borrowed; must outlive the loader); no special tokens added. */
+int data_tokenizer_hf(struct data_tokenizer *t, const struct tokenizer *tok);
+
+struct data_batch {
+    uint64_t id, epoch, index;
+    int B, T;
+    int32_t *tokens;       /* [B,T] */
+    int32_t *targets;      /* [B,T] next token, -1 = ignore */
+    int32_t *doc_ids;      /* [B,T] document segment within the row */
+    int32_t *positions;    /* [B,T] position within the segment */
+    uint64_t *sample_ids;  /* [B]   epoch << 40 | row index within the epoch */
+    uint8_t *answer_mask;  /* [B,T] 1 on the answer tokens of needle rows */
+    int n_needles;         /* needle rows in this batch */
+};
+int data_batch_alloc(struct data_batch *b, int B, int T);
+void data_batch_free(struct data_batch *b);
+/* Writes the batch as safetensors (wire-format tensor names; metadata batch_id, epoch,
+ * cursor = index within the epoch, next_cursor, seq_len, batch_size). */
+int data_batch_save(const struct data_batch *b, const char *path);
+
+struct data_loader;
+struct data_stats {
+    long long files, documents, tokens;   /* usable, after skipping corrupt records */
+    long long errors;                      /* corrupt records skipped (since open) */
+};
+
+/* Scans and indexes all sources (tokenizer: borrowed, NULL = cfg->tokenizer must be set
+ * and is loaded by the loader). cfg is copied. */
+int data_loader_open(struct data_loader **out, const struct data_config *cfg,
+                     const struct data_tokenizer *tokenizer);
+void data_loader_close(struct data_loader *l);
+void data_loader_stats(const struct data_loader *l, struct data_stats *st);
+const struct data_config *data_loader_config(const struct data_loader *l);
+const struct data_tokenizer *data_loader_tokenizer(const struct data_loader *l);
+/* Batches in an epoch, and (optionally) how many documents each source got in it
+ * (doc_counts[n_sources]). */
+int data_epoch_info(struct data_loader *l, uint64_t epoch, uint64_t *n_batches,
+                    long long *doc_counts);
+/* The id that follows `id` in the stream (next index, or the next epoch's first). */
+int data_next_id(struct data_loader *l, uint64_t id, uint64_t *next);
+/* Regenerates batch `id` into b (allocated with the loader's B and T). Thread-safe. */
+int data_batch(struct data_loader *l, uint64_t id, struct data_batch *b);
+
+/* N worker threads produce batches by id into a bounded ring of `prefetch` slots; the
+ * consumer receives them strictly in id order starting at start_id. */
+struct data_stream;
+int data_stream_open(struct data_stream **out, struct data_loader *l, uint64_t start_id,
+                     int threads, int prefetch);
+/* Blocks for the next batch; *b stays valid until the next call or close. */
+int data_stream_next(struct data_stream *s, const struct data_batch **b);
+void data_stream_close(struct data_stream *s);
+
+#endif

@@ -1,0 +1,88 @@
+/* Internal structures of the data library, shared by its files (not for other code). */
+#ifndef SUSHI_DATA_INTERNAL_H
+#define SUSHI_DATA_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "common/data/data.h"
+
+/* One document (or one max_doc_bytes piece of one) as found by the scan. */
+struct data_record {
+    uint64_t offset;     /* byte offset of the container in its file */
+    uint32_t len;        /* container bytes (text: the piece itself; JSONL: the line) */
+    uint32_t sub_off;    /* the piece within the container's text (JSONL: decoded field) */
+    uint32_t sub_len;
+    uint32_t line;       /* 1-based line where it starts, for messages */
+    uint32_t file;       /* index into loader files */
+    uint32_t n_tokens;   /* without the EOS */
+};
+
+struct data_file {
+    char *path;
+    int source;
+};
+
+/* Per-epoch plan: the document order and where each document's tokens start. */
+struct data_plan {
+    uint64_t epoch;
+    uint64_t n_docs;
+    uint32_t *order;        /* [n_docs] record indices */
+    uint64_t *prefix;       /* [n_docs+1] stream offset of each document (tokens + EOS) */
+    uint64_t text_rows;     /* full rows of packed text */
+    uint64_t n_rows;        /* text rows + needle rows */
+    uint64_t n_batches;
+    long long *doc_counts;  /* [n_sources] */
+    struct data_plan *next;
+};
+
+struct data_loader {
+    struct data_config cfg;
+    struct data_tokenizer tok;
+    struct tokenizer *owned_tok;   /* loaded from cfg.tokenizer, else NULL */
+    struct data_file *files;
+    size_t n_files, cap_files;
+    struct data_record *records;   /* grouped by source, in scan order */
+    size_t n_records, cap_records;
+    size_t src_first[DATA_MAX_SOURCES], src_count[DATA_MAX_SOURCES];
+    long long errors, consecutive_errors;
+    long long total_tokens;
+    pthread_mutex_t lock;          /* plans list and error counters */
+    struct data_plan *plans;       /* built on demand, kept until close */
+};
+
+/* Checks ranges of every field of a config (however it was built). */
+int data_config_validate(const struct data_config *c);
+/* Deep copy (strings duplicated); dst is freed on failure. */
+int data_config_copy(struct data_config *dst, const struct data_config *src);
+
+/* splitmix64 of a combination of values: the only source of randomness. */
+uint64_t data_hash(uint64_t a, uint64_t b, uint64_t c, uint64_t d);
+/* Uniform in [0, 1). */
+double data_unit(uint64_t h);
+
+/* data_source.c: scan all sources into files/records; read one record's text. */
+int data_scan_sources(struct data_loader *l);
+/* *text is malloc'ed (NUL-terminated); its length in *len. */
+int data_record_text(const struct data_loader *l, const struct data_record *r, char **text,
+                     size_t *len);
+/* Counts a corrupt record: logs "FILE:LINE: cause", fails after too many in a row. */
+int data_record_error(struct data_loader *l, const char *file, long long line, const char *cause);
+int data_utf8_valid(const char *s, size_t n);
+
+/* data_plan.c */
+int data_plan_get(struct data_loader *l, uint64_t epoch, const struct data_plan **out);
+void data_plans_free(struct data_loader *l);
+/* Needle-row layout of an epoch: K rows per block (0 = no needles). */
+uint64_t data_needle_block(const struct data_config *cfg);
+int data_row_is_needle(const struct data_config *cfg, uint64_t epoch, uint64_t row);
+/* Text rows before row `row` (row itself excluded). */
+uint64_t data_text_rows_before(const struct data_config *cfg, uint64_t epoch, uint64_t row);
+
+/* data_needle.c: fills one row (T tokens) with a passkey sample. */
+int data_needle_row(const struct data_loader *l, uint64_t epoch, uint64_t row, int32_t *tokens,
+                    int32_t *targets, int32_t *doc_ids, int32_t *positions, uint8_t *answer);
+/* Checks that a minimal passkey sample fits in seq_len. */
+int data_needle_check(const struct data_loader *l);
+
+#endif
