@@ -149,6 +149,43 @@ static void test_finite_difference(void **st) {
     scase_free(&s);
 }
 
+/* cos/sin tables against HF's formulas (tests/oracle/student_rope.py, float64) */
+static void check_rope(struct student_config c, const char *args) {
+    assert_int_equal(student_config_validate(&c), 0);
+    size_t n = (size_t)c.max_seq * c.d_head / 2;
+    float *t = malloc(2 * n * sizeof(float));
+    double *ref = malloc(2 * n * sizeof(double));
+    assert_int_equal(student_rope_tables(&c, t, t + n), 0);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/oracle/student_rope.py %s", scase_root(), args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_int_equal(fread(ref, sizeof(double), 2 * n, p), 2 * n);
+    pclose(p);
+    double e = scase_rel_err(t, ref, 2 * n);
+    print_message("rope tables (%s): rel err %.3g\n", args, e);
+    assert_true(e <= 1e-6);
+    free(t);
+    free(ref);
+}
+
+static void test_rope_tables(void **st) {
+    (void)st;
+    if (system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") != 0) skip();
+    struct student_config c = scase_small_config(1);
+    c.d_head = 16;
+    c.max_seq = 300;
+    c.rope_theta = 500.0f;
+    check_rope(c, "16 500 300");
+    c.rope_scaling = (struct rope_scaling){.type = ROPE_SCALING_YARN, .factor = 4.0f,
+                                           .original_max_position = 64, .beta_fast = 32.0f,
+                                           .beta_slow = 1.0f};
+    check_rope(c, "16 500 300 4 64 32 1 0 0");
+    c.rope_scaling.mscale = 0.8f;
+    c.rope_scaling.mscale_all_dim = 0.5f;
+    check_rope(c, "16 500 300 4 64 32 1 0.8 0.5");
+}
+
 static void test_param_views(void **st) {
     (void)st;
     struct student_config c = scase_small_config(0);
@@ -177,6 +214,7 @@ static void test_param_views(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_param_views),
+        cmocka_unit_test(test_rope_tables),
         cmocka_unit_test(test_grad_tied),
         cmocka_unit_test(test_grad_untied),
         cmocka_unit_test(test_grad_doc_mask_window),
