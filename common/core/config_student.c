@@ -62,19 +62,22 @@ int config_student_from_json(const json_t *model, struct ju_where w, struct stud
 
 json_t *config_student_to_json(const struct student_config *c) {
     if (!c) return NULL;
-    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:f, s:f, s:i, s:b, s:b}",
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:o, s:o, s:i, s:b, s:b}",
                           "n_layers", c->n_layers, "d_model", c->d_model, "n_heads", c->n_heads,
                           "n_kv_heads", c->n_kv_heads, "d_head", c->d_head, "d_ff", c->d_ff,
                           "vocab", c->vocab, "vocab_padded", c->vocab_padded, "max_seq", c->max_seq,
-                          "tied", c->tied, "rope_theta", (double)c->rope_theta,
-                          "norm_eps", (double)c->norm_eps, "window", c->window,
+                          "tied", c->tied, "rope_theta", ju_real_from_float(c->rope_theta),
+                          "norm_eps", ju_real_from_float(c->norm_eps), "window", c->window,
                           "doc_mask", c->doc_mask, "grad_checkpoint", c->grad_checkpoint);
     if (!o || c->rope_scaling.type != ROPE_SCALING_YARN) return o;
     const struct rope_scaling *r = &c->rope_scaling;
-    json_t *rs = json_pack("{s:s, s:f, s:i, s:f, s:f, s:f, s:f}", "type", "yarn",
-                           "factor", (double)r->factor, "original_max_position", r->original_max_position,
-                           "beta_fast", (double)r->beta_fast, "beta_slow", (double)r->beta_slow,
-                           "mscale", (double)r->mscale, "mscale_all_dim", (double)r->mscale_all_dim);
+    json_t *rs = json_pack("{s:s, s:o, s:i, s:o, s:o, s:o, s:o}", "type", "yarn",
+                           "factor", ju_real_from_float(r->factor),
+                           "original_max_position", r->original_max_position,
+                           "beta_fast", ju_real_from_float(r->beta_fast),
+                           "beta_slow", ju_real_from_float(r->beta_slow),
+                           "mscale", ju_real_from_float(r->mscale),
+                           "mscale_all_dim", ju_real_from_float(r->mscale_all_dim));
     if (!rs || json_object_set_new(o, "rope_scaling", rs)) { json_decref(o); return NULL; }
     return o;
 }

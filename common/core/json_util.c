@@ -150,3 +150,12 @@ json_t *ju_get_path(const json_t *root, const char *dotted) {
     }
     return NULL;
 }
+
+json_t *ju_real_from_float(float f) {
+    char buf[32];
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return json_real(strtod(buf, NULL));
+}

@@ -29,6 +29,9 @@ int ju_object(const json_t *obj, struct ju_where w, const char *key, int require
 int ju_check_keys(const json_t *obj, struct ju_where w, const char *const *known);
 /* Walks a dotted path ("a.b.c") through nested objects; NULL when absent. */
 json_t *ju_get_path(const json_t *root, const char *dotted);
+/* A JSON real holding the shortest decimal that reads back as f (1e-05, not
+ * 9.99999975e-06); NULL for a non-finite f. */
+json_t *ju_real_from_float(float f);
 /* Formats "PATH.KEY" (or "KEY" at the root) into buf. */
 const char *ju_key_path(char *buf, size_t cap, struct ju_where w, const char *key);
 

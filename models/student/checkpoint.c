@@ -12,9 +12,10 @@
 #include "common/core/log.h"
 
 #define CKPT_PATH_MAX 4096
+#define CKPT_JOIN_MAX (CKPT_PATH_MAX + 64)   /* a directory joined with a file name */
 
 static const char *ckpt_join(char *buf, const char *dir, const char *file) {
-    snprintf(buf, CKPT_PATH_MAX, "%s/%s", dir, file);
+    snprintf(buf, CKPT_JOIN_MAX, "%s/%s", dir, file);
     return buf;
 }
 
@@ -59,7 +60,7 @@ static int ckpt_write_json(const char *path, const json_t *j) {
 }
 
 static int ckpt_write_model(const char *tmp, const struct student_config *cfg, const float *params) {
-    char path[CKPT_PATH_MAX];
+    char path[CKPT_JOIN_MAX];
     struct param_view *views;
     int n = ckpt_views(cfg, params, &views);
     if (n < 0) return n;
@@ -85,7 +86,7 @@ static int ckpt_write_model(const char *tmp, const struct student_config *cfg, c
 
 static int ckpt_write_optimizer(const char *tmp, const struct student_config *cfg, const float *m,
                                 const float *v) {
-    char path[CKPT_PATH_MAX];
+    char path[CKPT_JOIN_MAX];
     struct param_view *vm, *vv;
     int n = ckpt_views(cfg, m, &vm);
     if (n < 0) return n;
@@ -134,7 +135,7 @@ int checkpoint_save(const char *dir_in, const struct student_config *cfg_in, con
     struct student_config cfg = *cfg_in;
     int rc = student_config_validate(&cfg);
     if (rc) return rc;
-    char dir[CKPT_PATH_MAX - 64], tmp[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    char dir[CKPT_PATH_MAX - 64], tmp[CKPT_PATH_MAX], path[CKPT_JOIN_MAX];
     size_t n = strlen(dir_in);
     while (n > 1 && dir_in[n - 1] == '/') n--;
     if (n + 32 >= sizeof dir) return sushi_error(SUSHI_EINVAL, "%s: path too long", dir_in);
@@ -167,7 +168,7 @@ int checkpoint_save(const char *dir_in, const struct student_config *cfg_in, con
 
 int checkpoint_read_config(const char *dir_in, struct student_config *cfg, enum ckpt_source *src) {
     if (!dir_in || !cfg) return sushi_error(SUSHI_EINVAL, "checkpoint_read_config: null argument");
-    char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    char dir[CKPT_PATH_MAX], path[CKPT_JOIN_MAX];
     int rc = checkpoint_resolve_dir(dir_in, dir, sizeof dir);
     if (rc) return rc;
     if (fs_exists(ckpt_join(path, dir, CKPT_CONFIG))) {
@@ -185,7 +186,7 @@ int checkpoint_read_config(const char *dir_in, struct student_config *cfg, enum 
     if (meta) {
         json_error_t err;
         json_t *j = json_loads(meta, 0, &err);
-        char where[CKPT_PATH_MAX + 32];
+        char where[CKPT_JOIN_MAX + 32];
         snprintf(where, sizeof where, "%s: __metadata__", path);
         struct ju_where w = {where, CKPT_META_CONFIG};
         rc = j ? config_student_from_json(j, w, cfg)
@@ -275,7 +276,7 @@ int checkpoint_load(const char *dir_in, const struct student_config *cfg_in, flo
     if (state) *state = NULL;
     struct student_config cfg = *cfg_in;
     int rc = student_config_validate(&cfg);
-    char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    char dir[CKPT_PATH_MAX], path[CKPT_JOIN_MAX];
     if (!rc) rc = checkpoint_resolve_dir(dir_in, dir, sizeof dir);
     if (rc) return rc;
     const char *none[] = {""};

@@ -9,17 +9,6 @@
 #include "common/core/log.h"
 #include "models/student/checkpoint.h"
 
-/* The shortest decimal that reads back as the same float, as a double, so that
- * config.json says 1e-05 rather than 9.99999974737875e-06. */
-static double ckpt_float_json(float f) {
-    char buf[32];
-    for (int p = 6; p <= 9; p++) {
-        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
-        if (strtof(buf, NULL) == f) break;
-    }
-    return strtod(buf, NULL);
-}
-
 static int ckpt_set(json_t *o, const char *k, json_t *v) { return v ? json_object_set_new(o, k, v) : -1; }
 
 json_t *checkpoint_hf_config(const struct student_config *c) {
@@ -37,18 +26,18 @@ json_t *checkpoint_hf_config(const struct student_config *c) {
     bad |= ckpt_set(o, "num_hidden_layers", json_integer(c->n_layers));
     bad |= ckpt_set(o, "vocab_size", json_integer(c->vocab_padded));
     bad |= ckpt_set(o, "max_position_embeddings", json_integer(c->max_seq));
-    bad |= ckpt_set(o, "rms_norm_eps", json_real(ckpt_float_json(c->norm_eps)));
-    bad |= ckpt_set(o, "rope_theta", json_real(ckpt_float_json(c->rope_theta)));
+    bad |= ckpt_set(o, "rms_norm_eps", ju_real_from_float((c->norm_eps)));
+    bad |= ckpt_set(o, "rope_theta", ju_real_from_float((c->rope_theta)));
     const struct rope_scaling *r = &c->rope_scaling;
     if (r->type == ROPE_SCALING_YARN) {
-        json_t *rs = json_pack("{s:s, s:f, s:i, s:f, s:f}", "rope_type", "yarn",
-                               "factor", ckpt_float_json(r->factor),
+        json_t *rs = json_pack("{s:s, s:o, s:i, s:o, s:o}", "rope_type", "yarn",
+                               "factor", ju_real_from_float(r->factor),
                                "original_max_position_embeddings", r->original_max_position,
-                               "beta_fast", ckpt_float_json(r->beta_fast),
-                               "beta_slow", ckpt_float_json(r->beta_slow));
-        if (rs && r->mscale != 0) bad |= ckpt_set(rs, "mscale", json_real(ckpt_float_json(r->mscale)));
+                               "beta_fast", ju_real_from_float(r->beta_fast),
+                               "beta_slow", ju_real_from_float(r->beta_slow));
+        if (rs && r->mscale != 0) bad |= ckpt_set(rs, "mscale", ju_real_from_float((r->mscale)));
         if (rs && r->mscale_all_dim != 0)
-            bad |= ckpt_set(rs, "mscale_all_dim", json_real(ckpt_float_json(r->mscale_all_dim)));
+            bad |= ckpt_set(rs, "mscale_all_dim", ju_real_from_float((r->mscale_all_dim)));
         bad |= ckpt_set(o, "rope_scaling", rs);
     } else {
         bad |= ckpt_set(o, "rope_scaling", json_null());
