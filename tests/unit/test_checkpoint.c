@@ -248,7 +248,9 @@ static void test_broken_checkpoints_refused(void **state) {
                         "wrong dtype I32");
     /* untied file loaded as tied: lm_head is an unexpected extra */
     struct student_config u = small_config(0);
-    write_model_file(dir, &u, p, NULL, NULL, NULL, DT_F32, NULL);
+    float *pu = random_buffer(&u, 6, 1.0f, 0);
+    write_model_file(dir, &u, pu, NULL, NULL, NULL, DT_F32, NULL);
+    free(pu);
     expect_load_refused(dir, &c, SUSHI_EFORMAT, "unexpected extra tensor lm_head.weight", NULL);
     /* truncated file */
     write_model_file(dir, &c, p, NULL, NULL, NULL, DT_F32, NULL);
