@@ -110,6 +110,45 @@ static void test_grad_checkpoint(void **st) {
     scase_free(&s);
 }
 
+/* two micro-batches without zeroing in between accumulate to the sum of their grads */
+static void test_grad_accumulation(void **st) {
+    (void)st;
+    struct student_config c = scase_small_config(1);
+    struct scase s1 = {.cfg = c, .B = 2, .T = 8, .lc = {.smoothing = 0.1f}}, s2 = s1;
+    scase_fill(&s1, 31);
+    scase_fill(&s2, 32);
+    struct student_model m;
+    assert_int_equal(student_create(&m, &c, ops_cpu(), 2, 8, 8), 0);
+    size_t n = m.n_params;
+    float *g1 = malloc(n * 4), *g2 = malloc(n * 4), loss;
+    assert_int_equal(student_forward(&m, s1.ids, s1.targets, NULL, NULL, &s1.lc, &loss), 0);
+    assert_int_equal(student_backward(&m), 0);
+    memcpy(g1, m.gbuf, n * 4);
+    assert_int_equal(student_zero_grad(&m), 0);
+    assert_int_equal(student_forward(&m, s2.ids, s2.targets, NULL, NULL, &s2.lc, &loss), 0);
+    assert_int_equal(student_backward(&m), 0);
+    memcpy(g2, m.gbuf, n * 4);
+    assert_int_equal(student_zero_grad(&m), 0);
+    for (int i = 0; i < 2; i++) {
+        struct scase *s = i ? &s2 : &s1;
+        assert_int_equal(student_forward(&m, s->ids, s->targets, NULL, NULL, &s->lc, &loss), 0);
+        assert_int_equal(student_backward(&m), 0);
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double want = (double)g1[i] + g2[i], got = ((float *)m.gbuf)[i];
+        num += (got - want) * (got - want);
+        den += want * want;
+    }
+    print_message("accumulated gradient rel err %.3g\n", sqrt(num / den));
+    assert_true(den > 0 && sqrt(num / den) <= 1e-6);
+    free(g1);
+    free(g2);
+    student_free(&m);
+    scase_free(&s1);
+    scase_free(&s2);
+}
+
 /* central differences in f32 on a tiny model: step 1e-2 on weights of scale 0.25–1,
  * so truncation (h²) and rounding (ε·loss/h ≈ 1e-5) both stay well under 2% */
 static void test_finite_difference(void **st) {
@@ -221,6 +260,7 @@ int main(void) {
         cmocka_unit_test(test_grad_kd_forward),
         cmocka_unit_test(test_grad_kd_reverse_jsd),
         cmocka_unit_test(test_grad_checkpoint),
+        cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_finite_difference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
