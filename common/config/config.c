@@ -94,14 +94,24 @@ CONFIG_GETTER(config_get_float, float, ju_float(obj, w, key, required, out))
 CONFIG_GETTER(config_get_bool, int, ju_bool(obj, w, key, required, out))
 CONFIG_GETTER(config_get_string, const char *, ju_string(obj, w, key, required, out))
 
+int config_load(const char *path, const char *const *overrides, int n_overrides, json_t **out) {
+    if (!path || !out || n_overrides < 0 || (n_overrides && !overrides))
+        return sushi_error(SUSHI_EINVAL, "config_load: bad argument");
+    int rc = config_load_yaml(path, out);
+    for (int i = 0; i < n_overrides && !rc; i++) rc = config_set_override(*out, overrides[i], path);
+    if (rc) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int config_load_student(const char *path, const char *const *overrides, int n_overrides,
                         struct student_config *out) {
-    if (!path || !out || n_overrides < 0 || (n_overrides && !overrides))
-        return sushi_error(SUSHI_EINVAL, "config_load_student: bad argument");
+    if (!out) return sushi_error(SUSHI_EINVAL, "config_load_student: bad argument");
     json_t *root = NULL;
-    int rc = config_load_yaml(path, &root);
+    int rc = config_load(path, overrides, n_overrides, &root);
     if (rc) return rc;
-    for (int i = 0; i < n_overrides && !rc; i++) rc = config_set_override(root, overrides[i], path);
     json_t *model = NULL;
     struct ju_where w = {path, ""};
     if (!rc) rc = ju_object(root, w, "model", 1, &model);

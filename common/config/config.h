@@ -22,6 +22,10 @@ int config_parse_yaml(const char *text, size_t len, const char *name, json_t **o
  * "quoted"); missing intermediate maps are created. `file` names the config in messages. */
 int config_set_override(json_t *root, const char *assignment, const char *file);
 
+/* Loads a YAML file and applies "key.path=value" overrides in order (what every
+ * command with --config does). */
+int config_load(const char *path, const char *const *overrides, int n_overrides, json_t **out);
+
 /* Typed getters by dotted path; absent and not required leaves *out untouched. */
 int config_get_int(const json_t *root, const char *file, const char *path, int required, int *out);
 int config_get_float(const json_t *root, const char *file, const char *path, int required, float *out);

@@ -379,6 +379,30 @@ static void test_bf16_hf_layout_detected(void **state) {
     free(x);
 }
 
+/* SmolLM-135M's published config.json (transformers 4.40) reads as the smollm-135m tier */
+static void test_smollm_config_json(void **state) {
+    (void)state;
+    const char *text =
+        "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+        " \"bos_token_id\": 0, \"eos_token_id\": 0, \"hidden_act\": \"silu\", \"hidden_size\": 576,"
+        " \"initializer_range\": 0.02, \"intermediate_size\": 1536, \"max_position_embeddings\": 2048,"
+        " \"model_type\": \"llama\", \"num_attention_heads\": 9, \"num_hidden_layers\": 30,"
+        " \"num_key_value_heads\": 3, \"pretraining_tp\": 1, \"rms_norm_eps\": 1e-05,"
+        " \"rope_scaling\": null, \"rope_theta\": 10000.0, \"tie_word_embeddings\": true,"
+        " \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.40.1\", \"use_cache\": true,"
+        " \"vocab_size\": 49152}";
+    json_t *hf = json_loads(text, 0, NULL);
+    assert_non_null(hf);
+    struct student_config c;
+    assert_int_equal(checkpoint_config_from_hf(hf, "smollm/config.json", &c), 0);
+    json_decref(hf);
+    struct student_config want = {.n_layers = 30, .d_model = 576, .n_heads = 9, .n_kv_heads = 3,
+                                  .d_head = 64, .d_ff = 1536, .vocab = 49152, .vocab_padded = 49152,
+                                  .max_seq = 2048, .tied = 1, .rope_theta = 10000.0f, .norm_eps = 1e-5f};
+    assert_memory_equal(&c, &want, sizeof c);
+    assert_int_equal(student_param_count(&c), 134515008);   /* SmolLM-135M's parameter count */
+}
+
 /* The PyTorch Llama oracle loads the saved directory (strict names and shapes) and
  * reproduces the C forward's per-row losses and dlogits. */
 static void test_hf_llama_oracle_matches(void **state) {
@@ -449,6 +473,7 @@ int main(void) {
         cmocka_unit_test(test_atomic_replace_and_recovery),
         cmocka_unit_test(test_broken_checkpoints_refused),
         cmocka_unit_test(test_bf16_hf_layout_detected),
+        cmocka_unit_test(test_smollm_config_json),
         cmocka_unit_test(test_hf_llama_oracle_matches),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
