@@ -53,11 +53,12 @@ static int wdec_take(struct wdec *r, const char *field, int n, uint64_t *out)
 }
 
 /* Checks that `len` declared bytes (or items of at least `min_each` bytes) are present. */
-static int wdec_declared(struct wdec *r, const char *field, uint64_t len, uint64_t min_each)
+static int wdec_declared(struct wdec *r, const char *field, uint64_t len, uint64_t min_each,
+                         const char *unit)
 {
     if (len > wdec_left(r) / min_each)
         return sushi_error(SUSHI_EFORMAT, "header: %s: declares %llu %s but only %zu bytes remain",
-                           field, (unsigned long long)len, min_each == 1 ? "bytes" : "entries",
+                           field, (unsigned long long)len, unit,
                            wdec_left(r));
     return SUSHI_OK;
 }
@@ -122,13 +123,13 @@ static int wdec_next(struct wdec *r, const char *field, struct wdec_val *v)
                            field, b);
     }
 bytes:
-    if ((rc = wdec_declared(r, field, x, 1))) return rc;
+    if ((rc = wdec_declared(r, field, x, 1, "bytes"))) return rc;
     v->s = (const char *)r->p;
     v->len = (uint32_t)x;
     r->p += x;
     return SUSHI_OK;
 container:
-    if ((rc = wdec_declared(r, field, x, v->t == WD_MAP ? 2 : 1))) return rc;
+    if ((rc = wdec_declared(r, field, x, v->t == WD_MAP ? 2 : 1, "entries"))) return rc;
     v->len = (uint32_t)x;
     return SUSHI_OK;
 }
