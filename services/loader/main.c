@@ -1,4 +1,4 @@
-// libs: data tok config core
+// libs: data tok config student core
 /* sushi-loader: the data stage. Reads the `data` section of a YAML config, indexes the
  * sources and produces batches in id order from (seed, epoch, cursor). With --dump N
  * OUTDIR it writes N batches as safetensors files (wire-format tensor names; metadata
