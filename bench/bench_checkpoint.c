@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
     FILE *p = popen(cmd, "r");
     int ok = p && fscanf(p, "%lf %lf", &ts, &tl) == 2;
     if (p) pclose(p);
-    char mp[600];
+    char mp[700];
     snprintf(mp, sizeof mp, "%s/model.safetensors", dir);
     long long bytes = fs_file_size(mp);
     snprintf(mp, sizeof mp, "%s/optimizer.safetensors", dir);
