@@ -24,7 +24,6 @@ int config_set_override(json_t *root, const char *assignment, const char *file) 
     snprintf(name, sizeof name, "override %s", key);
     rc = config_parse_yaml(eq + 1, strlen(eq + 1), name, &value);
     if (rc) goto done;
-    if (!value) value = json_null();
     json_t *cur = root;
     for (char *s = key;;) {
         char *dot = strchr(s, '.');

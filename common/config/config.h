@@ -16,7 +16,8 @@
 
 /* Parses a YAML file into a new tree (*out; an empty file gives an empty map). */
 int config_load_yaml(const char *path, json_t **out);
-/* Parses YAML text; `name` is used in messages. */
+/* Parses YAML text (any root value; an empty text gives null); `name` is used in
+ * messages. */
 int config_parse_yaml(const char *text, size_t len, const char *name, json_t **out);
 /* Applies "a.b.c=value" (value parsed as a YAML flow value: 3, 1e-4, true, [1, 2],
  * "quoted"); missing intermediate maps are created. `file` names the config in messages. */

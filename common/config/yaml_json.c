@@ -195,7 +195,7 @@ int config_parse_yaml(const char *text, size_t len, const char *name, json_t **o
     }
     yaml_parser_delete(&p);
     if (rc) { yj_free(&st); return rc; }
-    *out = st.root ? st.root : json_object();
+    *out = st.root ? st.root : json_null();   /* an empty document */
     return SUSHI_OK;
 }
 

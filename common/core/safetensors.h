@@ -22,7 +22,9 @@ struct st_tensor {
     enum dtype dtype;
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    const void *data;   /* points into the mapping */
+    const void *data;   /* points into the mapping; 8-byte aligned when the header is
+                         * padded as sushi's and HF's writers do, else read it with
+                         * memcpy or dtype_convert_to_f32 */
     size_t nbytes;
 };
 

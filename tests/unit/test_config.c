@@ -105,6 +105,8 @@ static void test_overrides(void **state) {
     assert_int_equal(config_set_override(j, "train.opt.lr=3e-4", "f.yaml"), 0);
     assert_int_equal(config_set_override(j, "data.weights=[1, 2.5]", "f.yaml"), 0);
     assert_int_equal(config_set_override(j, "name=\"007\"", "f.yaml"), 0);
+    assert_int_equal(config_set_override(j, "model.window=", "f.yaml"), 0);
+    assert_true(json_is_null(ju_get_path(j, "model.window")));
     int d = 0, tied = 1;
     float lr = 0;
     const char *name = NULL;
