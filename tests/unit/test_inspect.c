@@ -97,6 +97,27 @@ static void describe_checks(int tied) {
     assert_int_equal(geti(json_object_get(j, "dtypes"), "F32"), 3 * nt);
     json_decref(j);
     free(out);
+    /* --tensors lists every tensor with its shape */
+    snprintf(args, sizeof args, "--compact --tensors %s", dir);
+    assert_int_equal(run_inspect(args, &out), 0);
+    j = json_loads(out, 0, &err);
+    assert_non_null(j);
+    json_t *list = json_object_get(j, "tensor_list");
+    assert_int_equal(json_array_size(list), 3 * nt);
+    int found = 0;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *t = json_array_get(list, i);
+        if (strcmp(json_string_value(json_object_get(t, "name")), "model.layers.2.self_attn.k_proj.weight")) continue;
+        found++;
+        assert_string_equal(json_string_value(json_object_get(t, "file")), "model.safetensors");
+        assert_string_equal(json_string_value(json_object_get(t, "dtype")), "F32");
+        json_t *shape = json_object_get(t, "shape");
+        assert_int_equal(json_integer_value(json_array_get(shape, 0)), 16);
+        assert_int_equal(json_integer_value(json_array_get(shape, 1)), 32);
+    }
+    assert_int_equal(found, 1);
+    json_decref(j);
+    free(out);
 }
 
 static void test_describes_student(void **state) {

@@ -24,13 +24,14 @@ static const struct {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: sushi inspect [--compact] DIR\n\n"
+            "usage: sushi inspect [--compact] [--tensors] DIR\n\n"
             "Describes a checkpoint directory (config.json + *.safetensors) as JSON:\n"
             "architecture (model_type), layers, width, heads, kv heads, head dim, ffn,\n"
             "vocabulary, tied embeddings, parameter counts (total, embedding, per layer),\n"
             "tensor dtypes and file sizes. Without config.json the architecture is\n"
             "inferred from tensor shapes (a Llama layout is assumed).\n\n"
             "  --compact   one line of JSON instead of indented output\n"
+            "  --tensors   also list every tensor: file, name, dtype, shape\n"
             "  --help      this text\n");
 }
 
@@ -57,7 +58,7 @@ static int inspect_cmp(const void *a, const void *b) {
 }
 
 /* Every file's size, and dtype/tensor counts over every *.safetensors (shards too). */
-static int inspect_files(const char *dir, json_t *out) {
+static int inspect_files(const char *dir, int list, json_t *out) {
     DIR *d = opendir(dir);
     if (!d) return sushi_error(SUSHI_ENOTFOUND, "%s: cannot open the directory", dir);
     char **names = NULL;
@@ -76,7 +77,7 @@ static int inspect_files(const char *dir, json_t *out) {
     }
     closedir(d);
     qsort(names, n, sizeof *names, inspect_cmp);
-    json_t *files = json_object(), *dtypes = json_object();
+    json_t *files = json_object(), *dtypes = json_object(), *tlist = list ? json_array() : NULL;
     long long total_bytes = 0, tensors = 0, elements = 0;
     int rc = SUSHI_OK;
     for (size_t i = 0; i < n; i++) {
@@ -96,6 +97,13 @@ static int inspect_files(const char *dir, json_t *out) {
                 json_int_t c = json_integer_value(json_object_get(dtypes, dn));
                 json_object_set_new(dtypes, dn, json_integer(c + 1));
                 elements += (long long)st_numel(&f.tensors[t]);
+                if (tlist) {
+                    json_t *shape = json_array();
+                    for (int d = 0; d < f.tensors[t].ndim; d++)
+                        json_array_append_new(shape, json_integer(f.tensors[t].shape[d]));
+                    json_array_append_new(tlist, json_pack("{s:s, s:s, s:s, s:o}", "file", names[i], "name",
+                                                           f.tensors[t].name, "dtype", dn, "shape", shape));
+                }
             }
             tensors += (long long)f.n;
             st_close(&f);
@@ -108,19 +116,22 @@ static int inspect_files(const char *dir, json_t *out) {
     json_object_set_new(out, "tensors", json_integer(tensors));
     json_object_set_new(out, "tensor_elements", json_integer(elements));
     json_object_set_new(out, "dtypes", dtypes);
+    if (tlist) json_object_set_new(out, "tensor_list", tlist);
     return rc;
 }
 
 int main(int argc, char **argv) {
     log_set_name("sushi-inspect");
     const char *dir = NULL;
-    int compact = 0;
+    int compact = 0, list = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--compact")) {
             compact = 1;
+        } else if (!strcmp(argv[i], "--tensors")) {
+            list = 1;
         } else if (argv[i][0] == '-' || dir) {
             fprintf(stderr, "sushi-inspect: unexpected argument \"%s\"\n\n", argv[i]);
             usage(stderr);
@@ -148,7 +159,7 @@ int main(int argc, char **argv) {
         json_object_set_new(out, "model_type", json_string(model_type));
         rc = describe(resolved, out);
     }
-    if (!rc) rc = inspect_files(resolved, out);
+    if (!rc) rc = inspect_files(resolved, list, out);
     if (rc) {
         log_error("%s", sushi_last_error());
         json_decref(out);
