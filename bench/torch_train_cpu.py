@@ -63,6 +63,9 @@ class Student(torch.nn.Module):
         self.cos = torch.cat([ang.cos(), ang.cos()], -1)
         self.sin = torch.cat([ang.sin(), ang.sin()], -1)
         self.mask = torch.full((a.T, a.T), float("-inf")).triu(1)
+        for p in self.parameters():  # sushi's init: matrices N(0, 0.02), norms 1
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, 0.0, 0.02)
 
     def forward(self, ids, targets):
         x = self.emb(ids)
