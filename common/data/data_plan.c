@@ -72,9 +72,11 @@ static int plan_build(struct data_loader *l, uint64_t epoch, struct data_plan **
     const struct data_config *cfg = &l->cfg;
     int ns = cfg->n_sources, rc = 0;
     double cum[DATA_MAX_SOURCES], total = 0.0;
+    int last = 0;   /* the last drawable source, for u rounding up to total */
     for (int s = 0; s < ns; s++) {
         total += l->src_count[s] ? cfg->sources[s].weight : 0.0;
         cum[s] = total;
+        if (l->src_count[s] && cfg->sources[s].weight > 0) last = s;
     }
     if (!(total > 0.0)) return sushi_error(SUSHI_EINVAL, "data: every source has weight 0");
     struct data_plan *p = calloc(1, sizeof *p);
@@ -96,8 +98,9 @@ static int plan_build(struct data_loader *l, uint64_t epoch, struct data_plan **
     p->prefix[0] = 0;
     for (uint64_t j = 0; j < p->n_docs; j++) {
         double u = data_unit(data_hash(cfg->seed, epoch, j, TAG_MIX)) * total;
-        int s = 0;
-        while (s < ns - 1 && (u >= cum[s] || !l->src_count[s])) s++;
+        int s = last;   /* the first drawable source whose cumulative weight exceeds u */
+        for (int i = 0; i < ns; i++)
+            if (l->src_count[i] && cfg->sources[i].weight > 0 && u < cum[i]) { s = i; break; }
         uint64_t n = l->src_count[s], k = drawn[s]++;
         if (k % n == 0)   /* a new pass over this source: a fresh shuffle */
             shuffle(perm[s], n, data_hash(cfg->seed, epoch, (uint64_t)s, TAG_PERM + 16 * (k / n)));

@@ -115,13 +115,15 @@ static void test_mixing_proportions(void **state) {
     write_jsonl_source("mix_b.jsonl", 'B', 50, NULL);
     struct data_config c;
     base_config(&c, 128, 8);
-    c.epoch_docs = 6000;
+    c.epoch_docs = 6000;   /* documents drawn per epoch (sources are upsampled) */
     add_source(&c, "mix_a.txt", DATA_TEXT, 3.0);
     add_source(&c, "mix_b.jsonl", DATA_JSONL, 1.0);
+    add_source(&c, "mix_a.txt", DATA_TEXT, 0.0);   /* weight 0: never drawn */
     struct data_loader *l = open_loader(&c);
     for (uint64_t e = 0; e < 3; e++) {
-        long long counts[2];
+        long long counts[3];
         assert_int_equal(data_epoch_info(l, e, NULL, counts), 0);
+        assert_int_equal(counts[2], 0);
         assert_int_equal(counts[0] + counts[1], 6000);
         /* binomial: p = 0.75, sd = sqrt(p(1-p)/n) = 0.0056; tolerance 4 sd */
         double share = (double)counts[0] / 6000.0;
