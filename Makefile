@@ -133,3 +133,4 @@ clean:
 	rm -rf build build-asan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include tests/fuzz/fuzz.mk
