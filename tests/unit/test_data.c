@@ -3,6 +3,8 @@
  * (the packed stream decodes back to every document exactly once), mixing proportions
  * within a binomial tolerance, passkey rows, cutting long documents, corrupt input and
  * config errors. Corpora are generated in a temporary folder. */
+#include <fcntl.h>
+
 #include "tests/unit/test_data_corpus.h"
 
 struct doc_set {
@@ -234,12 +236,37 @@ static void test_corrupt_input(void **state) {
     add_source(&c, "corrupt/b.txt", DATA_TEXT, 1.0);
     c.sources[0].exclude = strdup("*.txt");
     c.max_consecutive_errors = 3;
+    /* capture the log: one line per skipped record, naming file and line */
+    char logpath[600];
+    snprintf(logpath, sizeof logpath, "%s/corrupt.log", g_dir);
+    fflush(stderr);
+    int saved = dup(2), fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    log_set_level(LOG_WARN);
     struct data_loader *l = open_loader(&c);
+    log_set_level(LOG_ERROR);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
     struct data_stats st;
     data_loader_stats(l, &st);
     assert_int_equal(st.errors, 7);      /* 5 JSONL lines, 1 unreadable file, 1 text document */
     assert_int_equal(st.documents, 5);
     data_loader_close(l);
+    char *log;
+    size_t loglen;
+    assert_int_equal(fs_read_all(logpath, &log, &loglen), 0);
+    static const char *const where[] = {"a.jsonl:2: skipped: bad JSON", "a.jsonl:3: skipped: bad JSON",
+        "a.jsonl:4: skipped: no member \"body\"", "a.jsonl:7: skipped: member \"body\" is not a string",
+        "a.jsonl:8: skipped: expected a JSON object", "c.jsonl:0: skipped:",
+        "b.txt:3: skipped: invalid UTF-8"};
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) assert_non_null(strstr(log, where[i]));
+    int lines = 0;
+    for (char *p = log; (p = strstr(p, " skipped: ")); p++) lines++;
+    assert_int_equal(lines, 7);
+    free(log);
     /* three corrupt records in a row exceed max_consecutive_errors 2 */
     c.max_consecutive_errors = 2;
     struct data_tokenizer t;
