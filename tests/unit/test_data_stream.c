@@ -169,6 +169,19 @@ static void test_loader_dump_cli(void **state) {
         assert_int_equal(atoi(st_meta(&sf, "cursor")), i);
         st_close(&sf);
     }
+    /* the shipped smoke config runs from the repository root */
+    snprintf(cmd, sizeof cmd, "cd %s && %s --config configs/data/tiny.yaml --dump 2 %s/tiny >/dev/null 2>&1",
+             repo_root(), bin, g_dir);
+    assert_int_equal(system(cmd), 0);
+    for (int i = 0; i < 2; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/tiny/batch-0000-%010d.safetensors", g_dir, i);
+        struct st_file sf;
+        int64_t shape[2] = {2, 128};
+        assert_int_equal(st_open(&sf, path), 0);
+        assert_int_equal(st_expect(&sf, "doc_ids", DT_I32, 2, shape), 0);
+        st_close(&sf);
+    }
     /* bad input: a clear error and a non-zero exit */
     snprintf(cmd, sizeof cmd, "%s --config %s --dump 1 %s data.seq_len=abc >/dev/null 2>&1", bin, cfg, out);
     assert_int_not_equal(system(cmd), 0);
