@@ -80,8 +80,8 @@ static int config_locate(const json_t *root, const char *path, char *parent, siz
 #define CONFIG_GETTER(fn, type, call)                                                        \
     int fn(const json_t *root, const char *file, const char *path, int required, type *out) { \
         char parent[256];                                                                    \
-        const char *key;                                                                     \
-        const json_t *obj;                                                                   \
+        const char *key = NULL;                                                              \
+        const json_t *obj = NULL;                                                            \
         int rc = config_locate(root, path, parent, sizeof parent, &key, &obj);               \
         if (rc) return rc;                                                                   \
         struct ju_where w = {file, parent};                                                  \

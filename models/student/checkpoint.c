@@ -1,6 +1,7 @@
 /* Student checkpoint directories: atomic save, verified load (see checkpoint.h). */
 #include "models/student/checkpoint.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,34 @@ static int ckpt_write_optimizer(const char *tmp, const struct student_config *cf
     return rc;
 }
 
+/* Removes DIR.tmp-XXXXXX folders that a save killed mid-way left behind (they can be
+ * as large as the checkpoint). One writer per checkpoint directory is assumed. */
+static int ckpt_remove_stale(const char *dir) {
+    char parent[CKPT_PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    const char *base = slash ? slash + 1 : dir;
+    if (slash) *slash = 0;
+    else snprintf(parent, sizeof parent, ".");
+    if (slash == parent) snprintf(parent, sizeof parent, "/");
+    size_t bl = strlen(base);
+    DIR *d = opendir(parent);
+    if (!d) return sushi_error(SUSHI_EIO, "%s: cannot open folder: %s", parent, strerror(errno));
+    int rc = SUSHI_OK;
+    struct dirent *e;
+    while (rc == SUSHI_OK && (e = readdir(d))) {
+        if (strncmp(e->d_name, base, bl) || strncmp(e->d_name + bl, ".tmp-", 5) ||
+            strlen(e->d_name) != bl + 11)
+            continue;
+        char path[CKPT_PATH_MAX + 258];   /* parent, '/', a file name (≤ 255) */
+        snprintf(path, sizeof path, "%s/%s", parent, e->d_name);
+        log_warn("%s: removing %s left by an interrupted save", dir, path);
+        rc = fs_remove_tree(path);
+    }
+    closedir(d);
+    return rc;
+}
+
 /* tmp (complete, fsynced) becomes dir; an older dir is replaced without a moment in
  * which neither a complete dir nor dir.old exists. */
 static int ckpt_swap_in(const char *tmp, const char *dir) {
@@ -147,6 +176,7 @@ int checkpoint_save(const char *dir_in, const struct student_config *cfg_in, con
         *slash = 0;
         if ((rc = fs_mkdir_p(tmp, 0755))) return rc;
     }
+    if ((rc = ckpt_remove_stale(dir))) return rc;
     snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dir);
     if (!mkdtemp(tmp))
         return sushi_error(SUSHI_EIO, "%s: cannot create a temporary directory: %s", dir, strerror(errno));

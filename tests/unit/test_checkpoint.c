@@ -118,6 +118,8 @@ static int count_entries(const char *prefix) {
     return n;
 }
 
+static void write_text(const char *dir, const char *file, const char *text);
+
 static void test_atomic_replace_and_recovery(void **state) {
     (void)state;
     struct student_config c = small_config(1);
@@ -149,8 +151,16 @@ static void test_atomic_replace_and_recovery(void **state) {
     memset(x, 0, n * 4);
     assert_int_equal(checkpoint_load(dir, &c2, x, NULL, NULL, NULL), 0);
     assert_memory_equal(x, b, n * 4);
-    /* and the next save cleans it up */
+    /* and the next save cleans it up, with what a save killed mid-way left */
+    char stale[300];
+    snprintf(stale, sizeof stale, "%s.tmp-Ab3dE9", dir);
+    assert_int_equal(fs_mkdir_p(stale, 0755), 0);
+    write_text(stale, "model.safetensors", "partial");
+    snprintf(stale, sizeof stale, "%s.tmp-keep", dir);   /* not a temporary name: kept */
+    assert_int_equal(fs_mkdir_p(stale, 0755), 0);
     assert_int_equal(checkpoint_save(dir, &c, a, NULL, NULL, NULL), 0);
+    assert_true(fs_is_dir(stale));
+    assert_int_equal(fs_remove_tree(stale), 0);
     assert_int_equal(count_entries(dir), 1);
     assert_int_equal(checkpoint_load(dir, &c, x, NULL, NULL, NULL), 0);
     assert_memory_equal(x, a, n * 4);
@@ -209,7 +219,7 @@ static void write_model_file(const char *dir, const struct student_config *c, fl
 }
 
 static void write_text(const char *dir, const char *file, const char *text) {
-    char path[300];
+    char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, file);
     assert_int_equal(fs_write_atomic(path, text, strlen(text)), 0);
 }
