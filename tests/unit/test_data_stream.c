@@ -127,6 +127,15 @@ static void test_dump_safetensors(void **state) {
     snprintf(want, sizeof want, "%llu", (unsigned long long)id);
     assert_string_equal(st_meta(&f, "batch_id"), want);
     st_close(&f);
+    /* ids outside the epoch and batches of another shape are refused */
+    uint64_t nb;
+    assert_int_equal(data_epoch_info(l, 1, &nb, NULL), 0);
+    assert_int_equal(data_batch(l, DATA_BATCH_ID(1, nb), &b), SUSHI_EINVAL);
+    assert_non_null(strstr(sushi_last_error(), "out of range"));
+    struct data_batch wrong;
+    assert_int_equal(data_batch_alloc(&wrong, 2, 128), 0);
+    assert_int_equal(data_batch(l, id, &wrong), SUSHI_ESHAPE);
+    data_batch_free(&wrong);
     data_batch_free(&b);
     data_loader_close(l);
     data_config_free(&c);
