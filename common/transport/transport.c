@@ -340,10 +340,9 @@ static int transport_recv_one(struct transport *t, struct wire_msg *m, struct tr
         wf[nwf].data = zmq_msg_data(&rx->frames[i]);
         wf[nwf].size = zmq_msg_size(&rx->frames[i]);
     }
-    if (total - skip > nwf) nwf = total - skip; /* too many parts: let the decoder say so */
-    if (total - skip > (int)(sizeof wf / sizeof wf[0]))
+    if (total - skip > nwf) /* parts beyond any valid message were discarded on reading */
         rc = sushi_error(SUSHI_EFORMAT, "message: extra frames: %d frames, at most %d allowed",
-                         total - skip, 1 + t->opts.caps.max_tensors);
+                         total - skip, 1 + WIRE_MAX_TENSORS);
     else
         rc = wire_decode(wf, nwf, &t->opts.caps, m);
     if (rc) {

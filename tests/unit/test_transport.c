@@ -78,11 +78,12 @@ static void send_garbage(void *raw)
     zmq_send(raw, trunc, sizeof trunc, 0);
     zmq_send(raw, random_bytes, sizeof random_bytes, 0);
     zmq_send(raw, "", 0, 0);
-    /* valid header + extra frame */
+    for (int i = 0; i < 40; i++) zmq_send(raw, "x", 1, i < 39 ? ZMQ_SNDMORE : 0); /* 40 frames */
+    /* empty header + one more frame */
     zmq_send(raw, v2 + 0, 0, ZMQ_SNDMORE); /* empty header frame, then one more */
     zmq_send(raw, "x", 1, 0);
 }
-#define GARBAGE_MESSAGES 6
+#define GARBAGE_MESSAGES 7
 
 /* Receives until `want` valid messages and `want_bad` bad ones were seen (or 5 s). */
 static void recv_expect(struct transport *rx, int want, uint64_t want_bad, uint64_t first_id)
