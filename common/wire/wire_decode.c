@@ -211,6 +211,10 @@ static int wdec_json(struct wdec *r, const char *field, int depth, json_t **out)
             json_t *item;
             if (v.t == WD_MAP) {
                 rc = wdec_str(r, field, key, sizeof key);
+                json_t *probe = rc ? NULL : json_string(key); /* NULL: not UTF-8 */
+                if (!rc && !probe)
+                    rc = sushi_error(SUSHI_EFORMAT, "header: %s: key is not valid UTF-8", field);
+                json_decref(probe);
                 if (!rc && json_object_get(c, key))
                     rc = sushi_error(SUSHI_EFORMAT, "header: %s: duplicate key \"%s\"", field, key);
                 snprintf(sub, sizeof sub, "%s.%s", field, key);

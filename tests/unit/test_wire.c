@@ -463,6 +463,12 @@ static void test_other_malformed(void **state)
     const uint8_t bad_utf8[] = { 0x83, 0xa1, 'v', 0x01, 0xa4, 'k', 'i', 'n', 'd', 0xa3, 'a', 'c', 'k',
                                  0xa4, 'm', 'e', 't', 'a', 0x81, 0xa1, 'x', 0xa1, 0xff };
     expect_bytes(bad_utf8, sizeof bad_utf8, 1, 0, NULL, SUSHI_EFORMAT, "meta.x: string is not valid UTF-8");
+    const uint8_t bad_key[] = { 0x83, 0xa1, 'v', 0x01, 0xa4, 'k', 'i', 'n', 'd', 0xa3, 'a', 'c', 'k',
+                                0xa4, 'm', 'e', 't', 'a', 0x81, 0xa1, 0xc3, 0x01 };
+    expect_bytes(bad_key, sizeof bad_key, 1, 0, NULL, SUSHI_EFORMAT, "meta: key is not valid UTF-8");
+    const uint8_t dup_key[] = { 0x83, 0xa1, 'v', 0x01, 0xa4, 'k', 'i', 'n', 'd', 0xa3, 'a', 'c', 'k',
+                                0xa4, 'm', 'e', 't', 'a', 0x82, 0xa1, 'x', 0x01, 0xa1, 'x', 0x02 };
+    expect_bytes(dup_key, sizeof dup_key, 1, 0, NULL, SUSHI_EFORMAT, "meta: duplicate key \"x\"");
     const uint8_t meta_int[] = { 0x83, 0xa1, 'v', 0x01, 0xa4, 'k', 'i', 'n', 'd', 0xa3, 'a', 'c', 'k',
                                  0xa4, 'm', 'e', 't', 'a', 0x05 };
     expect_bytes(meta_int, sizeof meta_int, 1, 0, NULL, SUSHI_EFORMAT, "meta: expected map, got unsigned integer");
