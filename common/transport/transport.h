@@ -6,7 +6,9 @@
  * each tensor frame points at the caller's bytes (see transport_send for the lifetime).
  * Receiving is zero-copy too: the message keeps the zmq frames alive until
  * wire_msg_free. A message that fails validation is counted, logged once per peer (with
- * the peer and the reason), and dropped; the receiver keeps serving. */
+ * the peer and the reason), and dropped; the receiver keeps serving. A single frame
+ * larger than ZMQ_MAXMSGSIZE never reaches us: zmq drops that connection (the peer may
+ * reconnect) without reading it into memory. */
 #ifndef SUSHI_TRANSPORT_H
 #define SUSHI_TRANSPORT_H
 
