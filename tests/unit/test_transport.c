@@ -223,6 +223,44 @@ static void test_router_dealer_tcp_garbage(void **state)
     transport_close(router);
 }
 
+/* The DEALER side gets garbage too: from a raw ROUTER, between valid replies. */
+static void test_dealer_receives_garbage(void **state)
+{
+    (void)state;
+    char ep[128];
+    snprintf(ep, sizeof ep, "ipc://%s/dealer.sock", g_dir);
+    void *raw = zmq_socket(g_ctx, ZMQ_ROUTER);
+    assert_int_equal(zmq_bind(raw, ep), 0);
+    struct transport *dealer;
+    assert_int_equal(transport_open(&dealer, g_ctx, TRANSPORT_DEALER, ep, 0, NULL), 0);
+    struct wire_msg m, r;
+    wire_msg_init(&m, WIRE_HELLO);
+    assert_int_equal(transport_send(dealer, &m, NULL, NULL, NULL), 0);
+    uint8_t id[256], hello[256];
+    int idn = zmq_recv(raw, id, sizeof id, 0);
+    assert_true(idn > 0);
+    assert_true(zmq_recv(raw, hello, sizeof hello, 0) > 0);
+    /* garbage, then a valid batch encoded by us and sent through the raw socket */
+    static const uint8_t junk[] = { 0x81, 0xa1, 'v', 0xcf, 0, 0, 0, 0, 0, 0, 0, 2 };
+    zmq_send(raw, id, (size_t)idn, ZMQ_SNDMORE);
+    zmq_send(raw, junk, sizeof junk, 0);
+    make_batch(&m, 40, 0);
+    struct wire_buf hdr;
+    assert_int_equal(wire_encode(&m, &hdr), 0);
+    zmq_send(raw, id, (size_t)idn, ZMQ_SNDMORE);
+    zmq_send(raw, hdr.data, hdr.size, ZMQ_SNDMORE);
+    zmq_send(raw, m.tensors[0].data, m.tensors[0].nbytes, 0);
+    wire_buf_free(&hdr);
+    wire_msg_free(&m);
+    assert_int_equal(transport_recv(dealer, &r, NULL, 2000), 1);
+    check_batch(&r, 40);
+    wire_msg_free(&r);
+    assert_int_equal(transport_bad_count(dealer), 1);
+    assert_non_null(strstr(transport_last_bad(dealer), "v: version 2 is not supported"));
+    transport_close(dealer);
+    zmq_close(raw);
+}
+
 /* A frame above ZMQ_MAXMSGSIZE makes zmq drop that connection; the socket keeps serving. */
 static void test_oversized_frame_dropped(void **state)
 {
@@ -439,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_endpoint_policy),
         cmocka_unit_test(test_push_pull_ipc_garbage),
         cmocka_unit_test(test_router_dealer_tcp_garbage),
+        cmocka_unit_test(test_dealer_receives_garbage),
         cmocka_unit_test(test_oversized_frame_dropped),
         cmocka_unit_test(test_credit_logic),
         cmocka_unit_test(test_credits_bound_in_flight),
