@@ -93,8 +93,10 @@ $(call lib_file,$(1)): $(call lib_objs,$(1))
 endef
 $(foreach l,$(LIBS_ALL),$(eval $(call lib_rule,$(l))))
 
+lib_deps = $(foreach l,$(call libs_in_order,$(1)),$(call lib_file,$(l)))
+
 define prog_rule
-$(1): $(2) $(call link_libs,$(call libs_of,$(firstword $(2))))
+$(1): $(2) $(call lib_deps,$(call libs_of,$(firstword $(2))))
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) $(2) -o $$@ $$(LDFLAGS) -Wl,--start-group $(call link_libs,$(call libs_of,$(firstword $(2)))) -Wl,--end-group $(3)
 endef

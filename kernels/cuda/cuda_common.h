@@ -1,0 +1,89 @@
+/* Shared pieces of the CUDA backend: error checking that turns a CUDA/cuBLAS failure
+ * into a sushi_error (never an abort), bf16 load/store helpers, launch sizes, the
+ * device-side bad-input flag and a grow-only scratch workspace. C++ (nvcc) only. */
+#ifndef SUSHI_CUDA_COMMON_H
+#define SUSHI_CUDA_COMMON_H
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+extern "C" {
+#include "common/core/log.h"
+#include "kernels/ops.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+/* Returns SUSHI_EBACKEND with the CUDA message when `call` fails. */
+#define CUDA_CHECK(call, what)                                                            \
+    do {                                                                                  \
+        cudaError_t err_ = (call);                                                        \
+        if (err_ != cudaSuccess)                                                          \
+            return sushi_error(SUSHI_EBACKEND, "cuda: %s: %s", (what),                    \
+                               cudaGetErrorString(err_));                                 \
+    } while (0)
+
+/* After a kernel launch: launch-configuration errors and earlier asynchronous faults. */
+#define CUDA_LAUNCHED(what) CUDA_CHECK(cudaGetLastError(), (what))
+
+#define CUDA_REQUIRE(cond, ...)                                                           \
+    do {                                                                                  \
+        if (!(cond)) return sushi_error(SUSHI_EINVAL, __VA_ARGS__);                       \
+    } while (0)
+
+static inline unsigned cuda_blocks(size_t n, int threads) {
+    size_t b = (n + (size_t)threads - 1) / (size_t)threads;
+    return (unsigned)(b > 65535u * 16u ? 65535u * 16u : (b ? b : 1));
+}
+
+__device__ __forceinline__ float ld(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Raised by kernels that meet an out-of-range index (ids, positions, targets); the
+ * element is skipped and sync() reports the first reason (1 embedding id, 2 rope
+ * position, 3 loss target or top-k id). */
+int *cuda_bad_input_flag(void);   /* device int, allocated by ops_cuda() */
+__device__ __forceinline__ void cuda_flag_bad(int *flag, int why) { atomicCAS(flag, 0, why); }
+
+/* Device scratch that grows on demand (single stream, so reuse is ordered). slot
+ * chooses one of a few independent buffers. */
+int cuda_workspace(void **p, size_t bytes, int slot);
+
+/* per-file op groups, filled into the table by ops_cuda() */
+int cuda_matmul(void *c, const void *a, const void *b, int m, int n, int k, int trans_a,
+                int trans_b, float alpha, float beta, int lda, int ldb, int ldc);
+int cuda_embedding_forward(void *out, const int32_t *ids, const void *table, int N, int C);
+int cuda_embedding_backward(void *dtable, const int32_t *ids, const void *dout, int N, int C);
+int cuda_rmsnorm_forward(void *out, float *rstd, const void *x, const void *w, int N, int C,
+                         float eps);
+int cuda_rmsnorm_backward(void *dx, void *dw, const void *dout, const void *x, const void *w,
+                          const float *rstd, int N, int C);
+int cuda_rope_forward(void *x, const struct rope_shape *s);
+int cuda_rope_backward(void *dx, const struct rope_shape *s);
+int cuda_swiglu_forward(void *out, const void *h, int N, int F);
+int cuda_swiglu_backward(void *dh, const void *dout, const void *h, int N, int F);
+int cuda_attention_forward(void *out, float *lse, const void *q, const void *k, const void *v,
+                           const struct attn_shape *s);
+int cuda_attention_backward(void *dq, void *dk, void *dv, const void *dout, const void *out,
+                            const float *lse, const void *q, const void *k, const void *v,
+                            const struct attn_shape *s);
+int cuda_loss_forward_backward(float *loss, float *ce, float *kd, void *dlogits,
+                               const void *logits, const int32_t *targets,
+                               const struct loss_args *a);
+int cuda_adamw(float *master, void *param, const void *grad, float *m, float *v,
+               const struct adamw_args *a);
+int cuda_sumsq(float *out, const void *x, size_t n);
+
+#endif

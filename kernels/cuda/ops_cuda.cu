@@ -1,0 +1,257 @@
+/* The CUDA op table: device discovery (NULL with a message when no GPU or driver is
+ * usable), memory ops, f32 <-> bf16 conversions, elementwise ops and the table that
+ * gathers the kernels of the other files in kernels/cuda/. Act dtype is bf16. */
+#include "kernels/cuda/cuda_common.h"
+
+static int *bad_input;
+
+int *cuda_bad_input_flag(void) { return bad_input; }
+
+/* ---- workspace ---- */
+
+#define CUDA_WS_SLOTS 4
+static void *ws_ptr[CUDA_WS_SLOTS];
+static size_t ws_size[CUDA_WS_SLOTS];
+
+int cuda_workspace(void **p, size_t bytes, int slot) {
+    CUDA_REQUIRE(slot >= 0 && slot < CUDA_WS_SLOTS, "cuda: workspace slot %d out of range", slot);
+    if (bytes > ws_size[slot]) {
+        if (ws_ptr[slot]) {
+            CUDA_CHECK(cudaDeviceSynchronize(), "workspace sync");
+            CUDA_CHECK(cudaFree(ws_ptr[slot]), "workspace free");
+            ws_ptr[slot] = NULL;
+            ws_size[slot] = 0;
+        }
+        size_t want = bytes < ((size_t)1 << 20) ? ((size_t)1 << 20) : bytes;
+        if (cudaMalloc(&ws_ptr[slot], want) != cudaSuccess) {
+            (void)cudaGetLastError();
+            ws_ptr[slot] = NULL;
+            return sushi_error(SUSHI_ENOMEM, "cuda: workspace of %zu bytes: out of device memory", want);
+        }
+        ws_size[slot] = want;
+    }
+    *p = ws_ptr[slot];
+    return 0;
+}
+
+/* ---- memory ---- */
+
+static void *cu_alloc(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = 1;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        sushi_error(SUSHI_ENOMEM, "cuda: alloc of %zu bytes: out of device memory", bytes);
+        return NULL;
+    }
+    if (cudaMemset(p, 0, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaFree(p);
+        sushi_error(SUSHI_EBACKEND, "cuda: alloc: zeroing %zu bytes failed", bytes);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_free(void *p) {
+    if (p) cudaFree(p);
+}
+
+static int cu_to_device(void *dst, const void *src, size_t bytes) {
+    CUDA_REQUIRE((dst && src) || bytes == 0, "cuda: to_device: NULL pointer");
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "to_device");
+    return 0;
+}
+
+static int cu_to_host(void *dst, const void *src, size_t bytes) {
+    CUDA_REQUIRE((dst && src) || bytes == 0, "cuda: to_host: NULL pointer");
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "to_host");
+    return 0;
+}
+
+static int cu_copy(void *dst, const void *src, size_t bytes) {
+    CUDA_REQUIRE((dst && src) || bytes == 0, "cuda: copy: NULL pointer");
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy");
+    return 0;
+}
+
+static int cu_sync(void) {
+    CUDA_CHECK(cudaDeviceSynchronize(), "sync");
+    int bad = 0;
+    CUDA_CHECK(cudaMemcpy(&bad, bad_input, sizeof bad, cudaMemcpyDeviceToHost), "sync: read input flag");
+    if (bad) {
+        int zero = 0;
+        CUDA_CHECK(cudaMemcpy(bad_input, &zero, sizeof zero, cudaMemcpyHostToDevice), "sync: clear input flag");
+        static const char *why[] = {"?", "embedding id outside the table",
+                                    "rope position outside [0, max_pos)",
+                                    "loss target or top-k id outside the vocabulary"};
+        return sushi_error(SUSHI_EINVAL, "cuda: a kernel skipped elements: %s",
+                           why[bad > 0 && bad < 4 ? bad : 0]);
+    }
+    return 0;
+}
+
+/* ---- elementwise ---- */
+
+__global__ void fill_kernel(bf16 *x, float v, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        st(x + i, v);
+}
+
+__global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        st(dst + i, src[i]);
+}
+
+__global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = ld(src + i);
+}
+
+/* out = a·x + b·y (y may be NULL) */
+__global__ void axpby_kernel(bf16 *out, float a, const bf16 *x, float b, const bf16 *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        st(out + i, a * ld(x + i) + (y ? b * ld(y + i) : 0.0f));
+}
+
+static int cu_fill(void *x, float value, size_t n) {
+    if (n == 0) return 0;
+    CUDA_REQUIRE(x, "cuda: fill: NULL pointer");
+    fill_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)x, value, n);
+    CUDA_LAUNCHED("fill");
+    return 0;
+}
+
+static int is_host_pointer(const void *p) {
+    cudaPointerAttributes at;
+    if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 1;
+    }
+    return at.type == cudaMemoryTypeUnregistered || at.type == cudaMemoryTypeHost;
+}
+
+static int cu_f32_to_act(void *dst, const float *src, size_t n) {
+    if (n == 0) return 0;
+    CUDA_REQUIRE(dst && src, "cuda: f32_to_act: NULL pointer");
+    const float *dsrc = src;
+    if (is_host_pointer(src)) {
+        void *tmp;
+        int rc = cuda_workspace(&tmp, n * sizeof(float), 3);
+        if (rc) return rc;
+        CUDA_CHECK(cudaMemcpy(tmp, src, n * sizeof(float), cudaMemcpyHostToDevice), "f32_to_act upload");
+        dsrc = (const float *)tmp;
+    }
+    f32_to_bf16_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)dst, dsrc, n);
+    CUDA_LAUNCHED("f32_to_act");
+    return 0;
+}
+
+static int cu_act_to_f32(float *dst, const void *src, size_t n) {
+    if (n == 0) return 0;
+    CUDA_REQUIRE(dst && src, "cuda: act_to_f32: NULL pointer");
+    if (!is_host_pointer(dst)) {
+        bf16_to_f32_kernel<<<cuda_blocks(n, 256), 256>>>(dst, (const bf16 *)src, n);
+        CUDA_LAUNCHED("act_to_f32");
+        return 0;
+    }
+    void *tmp;
+    int rc = cuda_workspace(&tmp, n * sizeof(float), 3);
+    if (rc) return rc;
+    bf16_to_f32_kernel<<<cuda_blocks(n, 256), 256>>>((float *)tmp, (const bf16 *)src, n);
+    CUDA_LAUNCHED("act_to_f32");
+    CUDA_CHECK(cudaMemcpy(dst, tmp, n * sizeof(float), cudaMemcpyDeviceToHost), "act_to_f32 download");
+    return 0;
+}
+
+static int cu_add(void *out, const void *a, const void *b, size_t n) {
+    if (n == 0) return 0;
+    CUDA_REQUIRE(out && a && b, "cuda: add: NULL pointer");
+    axpby_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)out, 1.0f, (const bf16 *)a, 1.0f,
+                                               (const bf16 *)b, n);
+    CUDA_LAUNCHED("add");
+    return 0;
+}
+
+static int cu_axpy(void *y, float alpha, const void *x, size_t n) {
+    if (n == 0) return 0;
+    CUDA_REQUIRE(y && x, "cuda: axpy: NULL pointer");
+    axpby_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)y, alpha, (const bf16 *)x, 1.0f,
+                                               (const bf16 *)y, n);
+    CUDA_LAUNCHED("axpy");
+    return 0;
+}
+
+static int cu_scale(void *x, float alpha, size_t n) {
+    if (n == 0) return 0;
+    CUDA_REQUIRE(x, "cuda: scale: NULL pointer");
+    axpby_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)x, alpha, (const bf16 *)x, 0.0f, NULL, n);
+    CUDA_LAUNCHED("scale");
+    return 0;
+}
+
+/* ---- the table ---- */
+
+static struct ops cuda_table;
+
+extern "C" const struct ops *ops_cuda(void) {
+    static int state = 0; /* 0 unknown, 1 usable, -1 not usable */
+    static char reason[256];
+    if (state == 0) {
+        int count = 0;
+        cudaError_t err = cudaGetDeviceCount(&count);
+        if (err != cudaSuccess || count == 0) {
+            snprintf(reason, sizeof reason, "CUDA backend: no usable GPU (%s)",
+                     err != cudaSuccess ? cudaGetErrorString(err) : "no CUDA device found");
+            (void)cudaGetLastError();
+            state = -1;
+        } else if (cudaFree(0) != cudaSuccess) {
+            snprintf(reason, sizeof reason, "CUDA backend: cannot create a context: %s",
+                     cudaGetErrorString(cudaGetLastError()));
+            state = -1;
+        } else if (!(bad_input = (int *)cu_alloc(sizeof(int)))) {
+            snprintf(reason, sizeof reason, "CUDA backend: %s", sushi_last_error());
+            state = -1;
+        } else {
+            struct ops *t = &cuda_table;
+            t->name = "cuda";
+            t->act_dtype = DT_BF16;
+            t->alloc = cu_alloc;
+            t->free = cu_free;
+            t->to_device = cu_to_device;
+            t->to_host = cu_to_host;
+            t->copy = cu_copy;
+            t->fill = cu_fill;
+            t->f32_to_act = cu_f32_to_act;
+            t->act_to_f32 = cu_act_to_f32;
+            t->sync = cu_sync;
+            t->matmul = cuda_matmul;
+            t->add = cu_add;
+            t->axpy = cu_axpy;
+            t->scale = cu_scale;
+            t->embedding_forward = cuda_embedding_forward;
+            t->embedding_backward = cuda_embedding_backward;
+            t->rmsnorm_forward = cuda_rmsnorm_forward;
+            t->rmsnorm_backward = cuda_rmsnorm_backward;
+            t->rope_forward = cuda_rope_forward;
+            t->rope_backward = cuda_rope_backward;
+            t->attention_forward = cuda_attention_forward;
+            t->attention_backward = cuda_attention_backward;
+            t->swiglu_forward = cuda_swiglu_forward;
+            t->swiglu_backward = cuda_swiglu_backward;
+            t->loss_forward_backward = cuda_loss_forward_backward;
+            t->adamw = cuda_adamw;
+            t->sumsq = cuda_sumsq;
+            state = 1;
+        }
+    }
+    if (state < 0) {
+        sushi_error(SUSHI_EUNSUPPORTED, "%s", reason);
+        return NULL;
+    }
+    return &cuda_table;
+}
