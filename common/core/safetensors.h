@@ -56,4 +56,27 @@ int st_writer_meta(struct st_writer *w, const char *key, const char *value);
 int st_writer_commit(struct st_writer *w, const char *path);
 void st_writer_free(struct st_writer *w);
 
+/* The tensors of one checkpoint stored as DIR/STEM.safetensors or, when present, as the
+ * shards that DIR/STEM.safetensors.index.json names ({"metadata": {...}, "weight_map":
+ * {"tensor": "STEM-00001-of-00002.safetensors", ...}}). The index must match the
+ * shards exactly: a listed tensor missing from its shard, a shard tensor the index
+ * does not list, or a tensor in two shards is refused by name. Lookup is hashed
+ * (DeepSeek-V3 has ~90k tensors). */
+struct st_set {
+    char *dir;
+    size_t n_files;
+    struct st_file *files;
+    size_t n;                         /* tensors over all files */
+    const struct st_tensor **tensors; /* in file order */
+    const struct st_file **owner;     /* the file of each tensor */
+    size_t cap;                       /* hash slots (power of two) */
+    size_t *slots;                    /* tensor index + 1, 0 = empty */
+};
+
+int st_set_open(struct st_set *s, const char *dir, const char *stem);
+void st_set_close(struct st_set *s);
+/* The tensor and (when file is non-NULL) the file holding it; NULL when absent. */
+const struct st_tensor *st_set_find(const struct st_set *s, const char *name,
+                                    const struct st_file **file);
+
 #endif

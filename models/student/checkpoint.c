@@ -210,9 +210,10 @@ int checkpoint_read_config(const char *dir_in, struct student_config *cfg, enum 
         if (src) *src = CKPT_FROM_CONFIG_JSON;
         return rc;
     }
-    struct st_file f;
-    if ((rc = st_open(&f, ckpt_join(path, dir, CKPT_MODEL)))) return rc;
-    const char *meta = st_meta(&f, CKPT_META_CONFIG);
+    struct st_set f;
+    if ((rc = st_set_open(&f, dir, CKPT_MODEL_STEM))) return rc;
+    ckpt_join(path, dir, CKPT_MODEL);
+    const char *meta = f.n_files == 1 ? st_meta(&f.files[0], CKPT_META_CONFIG) : NULL;
     if (meta) {
         json_error_t err;
         json_t *j = json_loads(meta, 0, &err);
@@ -232,7 +233,7 @@ int checkpoint_read_config(const char *dir_in, struct student_config *cfg, enum 
         rc = checkpoint_config_from_tensors(&f, cfg);
         if (src) *src = CKPT_FROM_SHAPES;
     }
-    st_close(&f);
+    st_set_close(&f);
     return rc;
 }
 
@@ -243,38 +244,55 @@ static int ckpt_ignorable(const char *name) {
     return n > strlen(s) && !strcmp(name + n - strlen(s), s);
 }
 
+/* Position of t in f->tensors (t came from st_set_find). */
+static size_t ckpt_set_index(const struct st_set *f, const struct st_tensor *t) {
+    size_t k = 0;
+    for (size_t i = 0; i < f->n_files; i++) {
+        const struct st_file *x = &f->files[i];
+        if (t >= x->tensors && t < x->tensors + x->n) return k + (size_t)(t - x->tensors);
+        k += x->n;
+    }
+    return 0;   /* unreachable for tensors of f */
+}
+
 /* Copies every view from f (tensor NAME+suffix), converting to f32 when allow_convert;
  * refuses missing, mis-shaped, wrongly typed and unexpected extra tensors. */
-static int ckpt_read_views(const struct st_file *f, const struct param_view *views, int n,
+static int ckpt_read_views(const struct st_set *f, const struct param_view *views, int n,
                            const char *const *suffixes, int n_suffixes, int allow_convert) {
     char *used = calloc(f->n ? f->n : 1, 1);
-    if (!used) return sushi_error(SUSHI_ENOMEM, "%s: out of memory", f->path);
+    if (!used) return sushi_error(SUSHI_ENOMEM, "%s: out of memory", f->dir);
     int rc = SUSHI_OK;
     char name[160];
     for (int s = 0; s < n_suffixes && !rc; s++) {
         for (int i = 0; i < n && !rc; i++) {
             const struct param_view *pv = &views[s * n + i];
             snprintf(name, sizeof name, "%s%s", pv->name, suffixes[s]);
-            const struct st_tensor *t = st_find(f, name);
-            enum dtype dt = t && allow_convert ? t->dtype : DT_F32;
-            if (t && allow_convert && dt != DT_F32 && dt != DT_BF16 && dt != DT_F16 && dt != DT_F64)
+            const struct st_file *file = NULL;
+            const struct st_tensor *t = st_set_find(f, name, &file);
+            if (!t) {
+                rc = sushi_error(SUSHI_ENOTFOUND, "%s: missing tensor %s", f->n_files == 1 ? f->files[0].path : f->dir,
+                                 name);
+                break;
+            }
+            enum dtype dt = allow_convert ? t->dtype : DT_F32;
+            if (allow_convert && dt != DT_F32 && dt != DT_BF16 && dt != DT_F16 && dt != DT_F64)
                 rc = sushi_error(SUSHI_ESHAPE, "%s: tensor %s: wrong dtype %s (expected a float type)",
-                                 f->path, name, dtype_name(dt));
-            if (!rc) rc = st_expect(f, name, dt, pv->ndim, pv->shape);
+                                 file->path, name, dtype_name(dt));
+            if (!rc) rc = st_expect(file, name, dt, pv->ndim, pv->shape);
             if (!rc) rc = dtype_convert_to_f32(pv->data, t->data, dt, pv->numel);
-            if (!rc) used[t - f->tensors] = 1;
+            if (!rc) used[ckpt_set_index(f, t)] = 1;
         }
     }
     for (size_t i = 0; i < f->n && !rc; i++)
-        if (!used[i] && !ckpt_ignorable(f->tensors[i].name))
+        if (!used[i] && !ckpt_ignorable(f->tensors[i]->name))
             rc = sushi_error(SUSHI_EFORMAT, "%s: unexpected extra tensor %s (not in this model's layout)",
-                             f->path, f->tensors[i].name);
+                             f->owner[i]->path, f->tensors[i]->name);
     free(used);
     return rc;
 }
 
-static int ckpt_load_file(const char *path, const struct student_config *cfg, float *const *bufs,
-                          const char *const *suffixes, int nb, int allow_convert) {
+static int ckpt_load_file(const char *dir, const char *stem, const struct student_config *cfg,
+                          float *const *bufs, const char *const *suffixes, int nb, int allow_convert) {
     struct param_view *views = NULL;
     int n = 0, rc = SUSHI_OK;
     for (int b = 0; b < nb && !rc; b++) {
@@ -282,17 +300,17 @@ static int ckpt_load_file(const char *path, const struct student_config *cfg, fl
         int k = ckpt_views(cfg, bufs[b], &one);
         if (k < 0) { rc = k; break; }
         struct param_view *grown = realloc(views, (size_t)(n + k) * sizeof *views);
-        if (!grown) { free(one); rc = sushi_error(SUSHI_ENOMEM, "%s: out of memory", path); break; }
+        if (!grown) { free(one); rc = sushi_error(SUSHI_ENOMEM, "%s: out of memory", dir); break; }
         views = grown;
         memcpy(views + n, one, (size_t)k * sizeof *one);
         free(one);
         n += k;
     }
-    struct st_file f;
-    if (!rc) rc = st_open(&f, path);
+    struct st_set f;
+    if (!rc) rc = st_set_open(&f, dir, stem);
     if (!rc) {
         rc = ckpt_read_views(&f, views, n / nb, suffixes, nb, allow_convert);
-        st_close(&f);
+        st_set_close(&f);
     }
     free(views);
     return rc;
@@ -310,11 +328,11 @@ int checkpoint_load(const char *dir_in, const struct student_config *cfg_in, flo
     if (!rc) rc = checkpoint_resolve_dir(dir_in, dir, sizeof dir);
     if (rc) return rc;
     const char *none[] = {""};
-    rc = ckpt_load_file(ckpt_join(path, dir, CKPT_MODEL), &cfg, &params, none, 1, 1);
+    rc = ckpt_load_file(dir, CKPT_MODEL_STEM, &cfg, &params, none, 1, 1);
     if (!rc && m) {
         float *bufs[2] = {m, v};
         const char *suffixes[2] = {".exp_avg", ".exp_avg_sq"};
-        rc = ckpt_load_file(ckpt_join(path, dir, CKPT_OPTIMIZER), &cfg, bufs, suffixes, 2, 0);
+        rc = ckpt_load_file(dir, CKPT_OPTIMIZER_STEM, &cfg, bufs, suffixes, 2, 0);
     }
     if (!rc && state) {
         json_error_t err;

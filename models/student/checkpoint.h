@@ -2,7 +2,8 @@
  * open it, plus the training state:
  *
  *   model.safetensors       F32 parameters under HF names (no lm_head.weight when tied);
- *                           __metadata__ {"format": "pt", "sushi.config": <model JSON>}
+ *                           __metadata__ {"format": "pt", "sushi.config": <model JSON>}.
+ *                           Reading also accepts HF shards (model.safetensors.index.json).
  *   config.json             HF LlamaConfig (model_type "llama") + a "sushi" object for
  *                           what HF lacks: {"vocab": real vocab, "window", "doc_mask"}
  *   optimizer.safetensors   (optional) AdamW moments, F32, NAME.exp_avg / NAME.exp_avg_sq
@@ -35,6 +36,8 @@
 #include "common/core/safetensors.h"
 #include "models/student/student.h"
 
+#define CKPT_MODEL_STEM "model"
+#define CKPT_OPTIMIZER_STEM "optimizer"
 #define CKPT_MODEL "model.safetensors"
 #define CKPT_CONFIG "config.json"
 #define CKPT_OPTIMIZER "optimizer.safetensors"
@@ -62,7 +65,7 @@ json_t *checkpoint_hf_config(const struct student_config *cfg);
 /* Reads an HF Llama config.json object; `file` names it in messages. Validates. */
 int checkpoint_config_from_hf(const json_t *hf, const char *file, struct student_config *cfg);
 /* Infers what tensor shapes tell (see above); *cfg holds hints on entry. Validates. */
-int checkpoint_config_from_tensors(const struct st_file *f, struct student_config *cfg);
+int checkpoint_config_from_tensors(const struct st_set *f, struct student_config *cfg);
 /* The directory to read: DIR, or DIR.old when only that survived an interrupted save.
  * Writes into buf (cap bytes). */
 int checkpoint_resolve_dir(const char *dir, char *buf, size_t cap);

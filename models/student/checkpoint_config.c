@@ -155,20 +155,21 @@ int checkpoint_config_from_hf(const json_t *hf, const char *file, struct student
 }
 
 /* Rows and columns of a 2-D tensor, or an error naming it. */
-static int ckpt_dims(const struct st_file *f, const char *name, int64_t *rows, int64_t *cols) {
-    const struct st_tensor *t = st_find(f, name);
+static int ckpt_dims(const struct st_set *f, const char *name, int64_t *rows, int64_t *cols) {
+    const struct st_file *file = NULL;
+    const struct st_tensor *t = st_set_find(f, name, &file);
     if (!t) return sushi_error(SUSHI_ENOTFOUND, "%s: missing tensor %s (needed to infer the architecture)",
-                               f->path, name);
+                               f->dir, name);
     if (t->ndim != 2)
-        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: expected 2 dimensions, got %d", f->path, name, t->ndim);
+        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: expected 2 dimensions, got %d", file->path, name, t->ndim);
     *rows = t->shape[0];
     *cols = t->shape[1];
     if (*rows <= 0 || *cols <= 0 || *rows > BIG || *cols > BIG)
-        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: implausible shape", f->path, name);
+        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: implausible shape", file->path, name);
     return SUSHI_OK;
 }
 
-int checkpoint_config_from_tensors(const struct st_file *f, struct student_config *c) {
+int checkpoint_config_from_tensors(const struct st_set *f, struct student_config *c) {
     if (!f || !c) return sushi_error(SUSHI_EINVAL, "checkpoint_config_from_tensors: null argument");
     struct student_config hint = *c;
     memset(c, 0, sizeof *c);
@@ -181,7 +182,7 @@ int checkpoint_config_from_tensors(const struct st_file *f, struct student_confi
     int layers = 0;
     for (size_t i = 0; i < f->n; i++) {
         int l, used = 0;
-        if (sscanf(f->tensors[i].name, "model.layers.%d.%n", &l, &used) == 1 && used > 0 &&
+        if (sscanf(f->tensors[i]->name, "model.layers.%d.%n", &l, &used) == 1 && used > 0 &&
             l >= 0 && l < BIG && l + 1 > layers)
             layers = l + 1;
     }
@@ -190,7 +191,7 @@ int checkpoint_config_from_tensors(const struct st_file *f, struct student_confi
         return sushi_error(SUSHI_ESHAPE,
                            "%s: q_proj has %lld rows and k_proj %lld: not a multiple of head dim %lld "
                            "(give n_heads or d_head, or add config.json)",
-                           f->path, (long long)q, (long long)k, (long long)D);
+                           f->dir, (long long)q, (long long)k, (long long)D);
     c->n_layers = layers;
     c->d_model = (int)C;
     c->vocab_padded = c->vocab = (int)V;
@@ -198,14 +199,14 @@ int checkpoint_config_from_tensors(const struct st_file *f, struct student_confi
     c->n_heads = (int)(q / D);
     c->n_kv_heads = (int)(k / D);
     c->d_ff = (int)F;
-    c->tied = st_find(f, "lm_head.weight") == NULL;
+    c->tied = st_set_find(f, "lm_head.weight", NULL) == NULL;
     c->max_seq = hint.max_seq > 0 ? hint.max_seq : 2048;
     c->rope_theta = hint.rope_theta > 0 ? hint.rope_theta : 10000.0f;
     c->norm_eps = hint.norm_eps > 0 ? hint.norm_eps : 1e-5f;
     if ((rc = student_config_validate(c))) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", sushi_last_error());
-        return sushi_error(rc, "%s: inferred %s", f->path, msg);
+        return sushi_error(rc, "%s: inferred %s", f->dir, msg);
     }
     return SUSHI_OK;
 }

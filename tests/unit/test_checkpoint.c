@@ -362,6 +362,39 @@ static void test_bf16_hf_layout_detected(void **state) {
     float *x = calloc(n, 4);
     assert_int_equal(checkpoint_load(dir, &d, x, NULL, NULL, NULL), 0);
     assert_memory_equal(x, p, n * 4);
+    /* the same tensors as two HF shards with an index */
+    {
+        char path[300], shard[300];
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        struct st_file f;
+        assert_int_equal(st_open(&f, path), 0);
+        json_t *wm = json_object();
+        for (int part = 0; part < 2; part++) {
+            char file[64];
+            snprintf(file, sizeof file, "model-%05d-of-00002.safetensors", part + 1);
+            struct st_writer *w = st_writer_new();
+            for (size_t i = part * f.n / 2; i < (part + 1) * f.n / 2; i++) {
+                const struct st_tensor *t = &f.tensors[i];
+                assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+                json_object_set_new(wm, t->name, json_string(file));
+            }
+            snprintf(shard, sizeof shard, "%s/%s", dir, file);
+            assert_int_equal(st_writer_commit(w, shard), 0);
+            st_writer_free(w);
+        }
+        st_close(&f);
+        assert_int_equal(unlink(path), 0);
+        json_t *index = json_pack("{s:{}, s:o}", "metadata", "weight_map", wm);
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        assert_int_equal(json_dump_file(index, path, 0), 0);
+        json_decref(index);
+        memset(&d, 0, sizeof d);
+        assert_int_equal(checkpoint_read_config(dir, &d, &src), 0);
+        assert_memory_equal(&c, &d, sizeof c);
+        memset(x, 0, n * 4);
+        assert_int_equal(checkpoint_load(dir, &d, x, NULL, NULL, NULL), 0);
+        assert_memory_equal(x, p, n * 4);
+    }
     /* the head count needs a hint when D is not 64 */
     struct student_config s = small_config(1);
     const char *dir2 = tmp_path("hf-small");

@@ -323,6 +323,111 @@ static void test_mutated_headers(void **state) {
     free(orig);
 }
 
+/* ---- sharded sets ---- */
+
+static void write_shard(const char *dir, const char *file, const char *const *names, int n, const float *data) {
+    struct st_writer *w = st_writer_new();
+    int64_t shape[1] = {2};
+    for (int i = 0; i < n; i++) assert_int_equal(st_writer_add(w, names[i], DT_F32, 1, shape, data + 2 * i), 0);
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    assert_int_equal(st_writer_commit(w, path), 0);
+    st_writer_free(w);
+}
+
+static void write_index(const char *dir, const char *text) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    assert_int_equal(fs_write_atomic(path, text, strlen(text)), 0);
+}
+
+static void test_sharded_set(void **state) {
+    (void)state;
+    const char *dir = tmp_path("shards");
+    assert_int_equal(fs_mkdir_p(dir, 0755), 0);
+    static const float data[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const char *a[] = {"x.a", "x.b"}, *b[] = {"y.c", "y.d"};
+    write_shard(dir, "model-00001-of-00002.safetensors", a, 2, data);
+    write_shard(dir, "model-00002-of-00002.safetensors", b, 2, data + 4);
+    const char *good = "{\"metadata\": {\"total_size\": 32}, \"weight_map\": {"
+                       "\"x.a\": \"model-00001-of-00002.safetensors\", \"x.b\": \"model-00001-of-00002.safetensors\","
+                       "\"y.c\": \"model-00002-of-00002.safetensors\", \"y.d\": \"model-00002-of-00002.safetensors\"}}";
+    write_index(dir, good);
+    struct st_set s;
+    int rc = st_set_open(&s, dir, "model");
+    if (rc) fprintf(stderr, "%s\n", sushi_last_error());
+    assert_int_equal(rc, 0);
+    assert_int_equal(s.n_files, 2);
+    assert_int_equal(s.n, 4);
+    const struct st_file *f = NULL;
+    const struct st_tensor *t = st_set_find(&s, "y.d", &f);
+    assert_non_null(t);
+    assert_non_null(strstr(f->path, "model-00002-of-00002.safetensors"));
+    float got[2];
+    memcpy(got, t->data, 8);
+    assert_true(got[0] == 7 && got[1] == 8);
+    assert_null(st_set_find(&s, "y.e", NULL));
+    st_set_close(&s);
+    /* index and shards must agree */
+    write_index(dir, "{\"weight_map\": {\"x.a\": \"model-00001-of-00002.safetensors\", "
+                     "\"x.b\": \"model-00001-of-00002.safetensors\", \"y.c\": \"model-00002-of-00002.safetensors\"}}");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_EFORMAT);
+    assert_error_has("tensor y.d in");
+    assert_error_has("is not listed in the index");
+    write_index(dir, "{\"weight_map\": {\"x.a\": \"model-00001-of-00002.safetensors\", "
+                     "\"x.b\": \"model-00001-of-00002.safetensors\", \"y.c\": \"model-00002-of-00002.safetensors\","
+                     "\"y.d\": \"model-00002-of-00002.safetensors\", \"z\": \"model-00002-of-00002.safetensors\"}}");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_ENOTFOUND);
+    assert_error_has("tensor z: listed in the index but missing from model-00002-of-00002.safetensors");
+    write_index(dir, "{\"weight_map\": {\"x.a\": \"model-00002-of-00002.safetensors\", "
+                     "\"x.b\": \"model-00001-of-00002.safetensors\", \"y.c\": \"model-00002-of-00002.safetensors\","
+                     "\"y.d\": \"model-00002-of-00002.safetensors\"}}");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_EFORMAT);
+    assert_error_has("tensor x.a: the index says model-00002-of-00002.safetensors but it is in");
+    write_index(dir, "{\"weight_map\": {\"x.a\": \"../etc/passwd\"}}");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_EFORMAT);
+    assert_error_has("weight_map.x.a: bad shard file name");
+    write_index(dir, "{\"weight_map\": {\"x.a\": \"model-00003-of-00002.safetensors\"}}");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_ENOTFOUND);
+    assert_error_has("model-00003-of-00002.safetensors: cannot open");
+    write_index(dir, "{\"weight_map\": [");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_EFORMAT);
+    assert_error_has("model.safetensors.index.json: corrupt JSON");
+    write_index(dir, "{\"metadata\": {}}");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_EFORMAT);
+    assert_error_has("weight_map: missing or not a map");
+    /* the same tensor in two shards */
+    write_shard(dir, "model-00002-of-00002.safetensors", a, 1, data);
+    write_index(dir, "{\"weight_map\": {\"x.a\": \"model-00001-of-00002.safetensors\", "
+                     "\"x.b\": \"model-00002-of-00002.safetensors\"}}");
+    assert_int_equal(st_set_open(&s, dir, "model"), SUSHI_EFORMAT);
+    assert_error_has("tensor x.a appears in both");
+    /* a single file without an index, with many tensors (hashed lookup) */
+    const char *one = tmp_path("one");
+    assert_int_equal(fs_mkdir_p(one, 0755), 0);
+    struct st_writer *w = st_writer_new();
+    static float big[2 * 5000];
+    char names[5000][16];
+    int64_t shape[1] = {2};
+    for (int i = 0; i < 5000; i++) {
+        snprintf(names[i], sizeof names[i], "t.%d", i);
+        big[2 * i] = (float)i;
+        assert_int_equal(st_writer_add(w, names[i], DT_F32, 1, shape, big + 2 * i), 0);
+    }
+    char path[300];
+    snprintf(path, sizeof path, "%s/model.safetensors", one);
+    assert_int_equal(st_writer_commit(w, path), 0);
+    st_writer_free(w);
+    assert_int_equal(st_set_open(&s, one, "model"), 0);
+    for (int i = 0; i < 5000; i++) {
+        t = st_set_find(&s, names[i], NULL);
+        assert_non_null(t);
+        memcpy(got, t->data, 4);
+        assert_true(got[0] == (float)i);
+    }
+    st_set_close(&s);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sushi-test-st-XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -330,7 +435,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_every_dtype), cmocka_unit_test(test_python_reads_ours),
         cmocka_unit_test(test_we_read_python),        cmocka_unit_test(test_corrupt_headers),
         cmocka_unit_test(test_truncated_everywhere),  cmocka_unit_test(test_expect_messages),
-        cmocka_unit_test(test_mutated_headers),
+        cmocka_unit_test(test_mutated_headers),       cmocka_unit_test(test_sharded_set),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fs_remove_tree(tmpdir);
