@@ -125,8 +125,8 @@ test-asan: check-deps
 	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash scripts/run-tests.sh
 
 # On the GPU machine: the CUDA op harness and GPU tests.
-test-gpu: core
-	bash scripts/run-tests.sh --gpu
+test-gpu: core $(BUILD)/tests/test_ops_cuda
+	bash scripts/run-tests.sh --gpu ops_cuda
 
 bench: all
 	bash scripts/run-bench.sh
