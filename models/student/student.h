@@ -129,6 +129,7 @@ struct student_model {
     float *rope_cos, *rope_sin; /* (max_seq, D/2) backend memory */
     int have_doc_ids;           /* the last forward used doc_ids */
     int n_valid;                /* rows with a target in the last forward */
+    int have_dlogits;           /* a forward ran since the last backward */
     float last_loss;
 };
 

@@ -62,6 +62,8 @@ static int block_backward(struct student_model *m, int l, int slot) {
 
 int student_backward(struct student_model *m) {
     if (!m || !m->master) return sushi_error(SUSHI_EINVAL, "student_backward: no model");
+    if (!m->have_dlogits) return sushi_error(SUSHI_EINVAL, "student_backward: no forward pass to differentiate");
+    m->have_dlogits = 0; /* backward consumes the forward's activations */
     const struct ops *o = m->ops;
     const struct student_config *c = &m->cfg;
     struct student_acts *a = &m->a;

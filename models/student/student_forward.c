@@ -109,8 +109,8 @@ static int upload_inputs(struct student_model *m, const int32_t *ids, const int3
                              targets[n], n, c->vocab);
         m->n_valid += targets[n] >= 0;
         int t = n % m->T;
-        pos[n] = (t > 0 && doc_ids && doc_ids[n] == doc_ids[n - 1]) ? pos[n - 1] + 1 : t;
-        if (doc_ids && t > 0 && doc_ids[n] != doc_ids[n - 1]) pos[n] = 0;
+        if (!doc_ids) pos[n] = t;
+        else pos[n] = (t > 0 && doc_ids[n] == doc_ids[n - 1]) ? pos[n - 1] + 1 : 0;
     }
     m->have_doc_ids = doc_ids != NULL;
     if (!rc) rc = m->ops->to_device(m->in.ids, ids, (size_t)N * 4);
@@ -185,5 +185,6 @@ int student_forward(struct student_model *m, const int32_t *ids, const int32_t *
     double sum = 0;
     for (int n = 0; n < N; n++) sum += targets[n] >= 0 ? a->row_loss[n] : 0.0;
     *loss = m->last_loss = m->n_valid ? (float)(sum / m->n_valid) : 0.0f;
+    m->have_dlogits = 1;
     return 0;
 }

@@ -48,29 +48,34 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* B windows of T+1 bytes from text[lo, hi): ids = bytes 0..T-1, targets = 1..T */
+/* B windows of T+1 bytes from text[lo, hi): ids = bytes 0..T-1, targets = 1..T; doc
+ * (may be NULL) numbers the paragraphs (a blank line starts a new document) */
 static void corpus_batch(const unsigned char *text, size_t lo, size_t hi, int B, int T,
-                         struct rng *r, int32_t *ids, int32_t *targets) {
+                         struct rng *r, int32_t *ids, int32_t *targets, int32_t *doc) {
     for (int b = 0; b < B; b++) {
         size_t off = lo + rng_u64(r) % (hi - lo - T - 1);
+        int32_t d = 0;
         for (int t = 0; t < T; t++) {
             ids[b * T + t] = text[off + t];
             targets[b * T + t] = text[off + t + 1];
+            if (t >= 2 && text[off + t - 1] == '\n' && text[off + t - 2] == '\n') d++;
+            if (doc) doc[b * T + t] = d;
         }
     }
 }
 
 /* mean loss over a fixed set of held-out windows (same windows every call) */
 static int eval_loss(struct student_model *m, const unsigned char *text, size_t lo, size_t hi,
-                     int32_t *ids, int32_t *targets, const struct student_loss_cfg *lc, float *out) {
+                     int32_t *ids, int32_t *targets, int32_t *doc, const struct student_loss_cfg *lc,
+                     float *out) {
     struct rng r;
     rng_seed(&r, 42);
     double sum = 0;
     const int batches = 4;
     for (int i = 0; i < batches; i++) {
         float loss;
-        corpus_batch(text, lo, hi, m->B, m->T, &r, ids, targets);
-        int rc = student_forward(m, ids, targets, NULL, NULL, lc, &loss);
+        corpus_batch(text, lo, hi, m->B, m->T, &r, ids, targets, doc);
+        int rc = student_forward(m, ids, targets, doc, NULL, lc, &loss);
         if (rc) return rc;
         sum += loss;
     }
@@ -155,10 +160,11 @@ static int train(const struct train_config *tc, const struct train_io *io) {
     struct optim opt;
     memset(&opt, 0, sizeof opt);
     int32_t *ids = malloc((size_t)B * T * 4), *targets = malloc((size_t)B * T * 4);
-    if (!ids || !targets) rc = sushi_error(SUSHI_ENOMEM, "trainer: batch buffers");
+    int32_t *doc = tc->model.doc_mask ? malloc((size_t)B * T * 4) : NULL;
+    if (!ids || !targets || (tc->model.doc_mask && !doc)) rc = sushi_error(SUSHI_ENOMEM, "trainer: batch buffers");
     if (!rc) rc = student_create(&m, &tc->model, ops, B, T, tc->seed);
     if (rc) {
-        free(ids); free(targets); free(text);
+        free(ids); free(targets); free(doc); free(text);
         return rc;
     }
     rc = optim_create(&opt, &tc->optim, ops, m.n_params, m.n_decay);
@@ -174,7 +180,7 @@ static int train(const struct train_config *tc, const struct train_io *io) {
              opt.cfg.warmup_steps, ops->name, tc->corpus, len);
     if (!rc && io->resume_dir) rc = load_checkpoint(io->resume_dir, &m, &opt, &data_rng);
     float val0 = 0, val1 = 0;
-    if (!rc) rc = eval_loss(&m, u, split, len, ids, targets, &lc, &val0);
+    if (!rc) rc = eval_loss(&m, u, split, len, ids, targets, doc, &lc, &val0);
     if (!rc) log_info("held-out loss before training: %.4f", val0);
     double t0 = now_s(), t_log = t0;
     long tokens_since = 0;
@@ -183,8 +189,8 @@ static int train(const struct train_config *tc, const struct train_io *io) {
         rc = student_zero_grad(&m);
         for (int a = 0; a < opt.cfg.accum_steps && !rc; a++) {
             float loss;
-            corpus_batch(u, 0, split, B, T, &data_rng, ids, targets);
-            rc = student_forward(&m, ids, targets, NULL, NULL, &lc, &loss);
+            corpus_batch(u, 0, split, B, T, &data_rng, ids, targets, doc);
+            rc = student_forward(&m, ids, targets, doc, NULL, &lc, &loss);
             if (!rc) rc = student_backward(&m);
             loss_sum += loss;
         }
@@ -205,12 +211,13 @@ static int train(const struct train_config *tc, const struct train_io *io) {
             rc = save_checkpoint(io->save_dir, &m, &opt, &data_rng);
     }
     if (!rc && io->save_dir) rc = save_checkpoint(io->save_dir, &m, &opt, &data_rng);
-    if (!rc) rc = eval_loss(&m, u, split, len, ids, targets, &lc, &val1);
+    if (!rc) rc = eval_loss(&m, u, split, len, ids, targets, doc, &lc, &val1);
     if (!rc) log_info("held-out loss: %.4f → %.4f in %.1f s", val0, val1, now_s() - t0);
     optim_free(&opt);
     student_free(&m);
     free(ids);
     free(targets);
+    free(doc);
     free(text);
     return rc;
 }
