@@ -61,6 +61,22 @@ static int bench_shape(const struct ops *g, int B, int T, int H, int D, int reps
         fill_random(host, n, 17u + i);
         if (g->f32_to_act(ins[i], host, n)) goto fail;
     }
+    /* the tensor-core forward must agree with the plain kernel before it is timed */
+    setenv("SUSHI_ATTN_SIMPLE", "1", 1);
+    if (g->attention_forward(o, lse, q, k, v, &s) || g->act_to_f32(host, o, n)) goto fail;
+    unsetenv("SUSHI_ATTN_SIMPLE");
+    float *fast = malloc(n * sizeof(float));
+    if (!fast || g->attention_forward(o, lse, q, k, v, &s) || g->act_to_f32(fast, o, n)) {
+        free(fast);
+        goto fail;
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)fast[i] - host[i]) * ((double)fast[i] - host[i]);
+        den += (double)host[i] * host[i];
+    }
+    free(fast);
+    fprintf(stderr, "B%d T%d H%d D%d: forward paths differ by %.2e (relative)\n", B, T, H, D, sqrt(num / den));
     MEDIAN_MS(*fwd_ms, reps, g->attention_forward(o, lse, q, k, v, &s));
     MEDIAN_MS(*bwd_ms, reps, g->attention_backward(dq, dk, dv, dout, o, lse, q, k, v, &s));
     rc = 0;

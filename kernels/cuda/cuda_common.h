@@ -76,6 +76,9 @@ int cuda_swiglu_forward(void *out, const void *h, int N, int F);
 int cuda_swiglu_backward(void *dh, const void *dout, const void *h, int N, int F);
 int cuda_attention_forward(void *out, float *lse, const void *q, const void *k, const void *v,
                            const struct attn_shape *s);
+/* tensor-core forward; 1 when the head dims do not suit it */
+int cuda_attention_forward_mma(void *out, float *lse, const void *q, const void *k, const void *v,
+                               const struct attn_shape *s);
 int cuda_attention_backward(void *dq, void *dk, void *dv, const void *dout, const void *out,
                             const float *lse, const void *q, const void *k, const void *v,
                             const struct attn_shape *s);

@@ -432,7 +432,12 @@ static void test_attention(void **st) {
         {1, 40, 2, 1, 256, 256, 0, 0, 0},
         {2, 1, 6, 3, 16, 8, 0, 0, 0},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_attention(&cases[i]);
+    /* tensor-core forward where head dims allow it, then the plain kernels everywhere */
+    for (int simple = 0; simple < 2; simple++) {
+        if (simple) setenv("SUSHI_ATTN_SIMPLE", "1", 1);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_attention(&cases[i]);
+    }
+    unsetenv("SUSHI_ATTN_SIMPLE");
     struct attn_shape bad = {1, 8, 3, 2, 64, 64, 192, 128, 128, 192, 0.125f, 0, NULL};
     assert_int_equal(gpu->attention_forward((void *)1, (float *)1, (void *)1, (void *)1, (void *)1, &bad),
                      SUSHI_EINVAL);
