@@ -47,6 +47,41 @@ static void fill_random(float *x, size_t n, unsigned seed) {
     }
 }
 
+/* relative difference of out, dq, dk, dv between the plain (SUSHI_ATTN_SIMPLE) and
+ * the tensor-core kernels, printed to stderr */
+static int paths_agree(const struct ops *g, const struct attn_shape *s, void *q, void *k, void *v,
+                       void *dout, void *o, float *lse, void *dq, void *dk, void *dv, size_t n) {
+    float *ref[4], *got[4];
+    void *outs[4] = {o, dq, dk, dv};
+    const char *names[4] = {"out", "dq", "dk", "dv"};
+    int rc = -1;
+    for (int i = 0; i < 4; i++) ref[i] = malloc(n * sizeof(float)), got[i] = malloc(n * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) setenv("SUSHI_ATTN_SIMPLE", "1", 1);
+        else unsetenv("SUSHI_ATTN_SIMPLE");
+        if (g->attention_forward(o, lse, q, k, v, s) ||
+            g->attention_backward(dq, dk, dv, dout, o, lse, q, k, v, s))
+            goto done;
+        for (int i = 0; i < 4; i++)
+            if (!ref[i] || !got[i] || g->act_to_f32(pass ? got[i] : ref[i], outs[i], n)) goto done;
+    }
+    fprintf(stderr, "B%d T%d H%d D%d tensor-core vs plain:", s->B, s->T, s->H, s->dqk);
+    for (int i = 0; i < 4; i++) {
+        double num = 0, den = 0;
+        for (size_t e = 0; e < n; e++) {
+            double d = (double)got[i][e] - ref[i][e];
+            num += d * d;
+            den += (double)ref[i][e] * ref[i][e];
+        }
+        fprintf(stderr, " %s %.2e", names[i], sqrt(num / den));
+    }
+    fprintf(stderr, "\n");
+    rc = 0;
+done:
+    for (int i = 0; i < 4; i++) free(ref[i]), free(got[i]);
+    return rc;
+}
+
 static int bench_shape(const struct ops *g, int B, int T, int H, int D, int reps, double *fwd_ms,
                        double *bwd_ms) {
     size_t n = (size_t)B * T * H * D;
@@ -61,22 +96,8 @@ static int bench_shape(const struct ops *g, int B, int T, int H, int D, int reps
         fill_random(host, n, 17u + i);
         if (g->f32_to_act(ins[i], host, n)) goto fail;
     }
-    /* the tensor-core forward must agree with the plain kernel before it is timed */
-    setenv("SUSHI_ATTN_SIMPLE", "1", 1);
-    if (g->attention_forward(o, lse, q, k, v, &s) || g->act_to_f32(host, o, n)) goto fail;
-    unsetenv("SUSHI_ATTN_SIMPLE");
-    float *fast = malloc(n * sizeof(float));
-    if (!fast || g->attention_forward(o, lse, q, k, v, &s) || g->act_to_f32(fast, o, n)) {
-        free(fast);
-        goto fail;
-    }
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)fast[i] - host[i]) * ((double)fast[i] - host[i]);
-        den += (double)host[i] * host[i];
-    }
-    free(fast);
-    fprintf(stderr, "B%d T%d H%d D%d: forward paths differ by %.2e (relative)\n", B, T, H, D, sqrt(num / den));
+    /* the tensor-core kernels must agree with the plain ones before they are timed */
+    if (paths_agree(g, &s, q, k, v, dout, o, lse, dq, dk, dv, n)) goto fail;
     MEDIAN_MS(*fwd_ms, reps, g->attention_forward(o, lse, q, k, v, &s));
     MEDIAN_MS(*bwd_ms, reps, g->attention_backward(dq, dk, dv, dout, o, lse, q, k, v, &s));
     rc = 0;

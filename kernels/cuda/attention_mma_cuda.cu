@@ -2,7 +2,10 @@
  * that are multiples of 16: a block of 4 warps owns 64 queries, each warp 16; per
  * 64-key tile a warp computes S = Q·Kᵀ on the tensor cores, applies the mask and the
  * online softmax in f32 (two lanes per row), then O = O·corr + P·V on the tensor cores
- * with O kept in shared memory. Same contract as attention_forward_kernel. */
+ * with O kept in shared memory. The backward has the same shape: a dq kernel
+ * (query-parallel) and a dk/dv kernel (key-parallel, looping over the heads of its
+ * group), each warp owning 16 rows and computing S, dP = dO·Vᵀ, dS and the gradient
+ * products on the tensor cores. Same contracts as the plain kernels in attention_cuda.cu. */
 #include <mma.h>
 #include <math.h>
 
@@ -22,6 +25,64 @@ __device__ __forceinline__ bool mma_visible(const struct attn_shape &s, int b, i
     return true;
 }
 
+
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_acc;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
+
+/* C[16, n] = A[16, kd] · B[n, kd]ᵀ (all row-major in shared memory) */
+__device__ void warp_mma_abt(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb,
+                             int n, int kd) {
+    for (int nb = 0; nb < n; nb += 16) {
+        frag_acc acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int kb = 0; kb < kd; kb += 16) {
+            frag_a fa;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+            wmma::load_matrix_sync(fa, A + kb, lda);
+            wmma::load_matrix_sync(fb, B + nb * ldb + kb, ldb);
+            wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(C + nb, acc, ldc, wmma::mem_row_major);
+    }
+}
+
+/* C[16, n] += A[16, kd] · B[kd, n] */
+__device__ void warp_mma_acc(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb,
+                             int n, int kd) {
+    for (int nb = 0; nb < n; nb += 16) {
+        frag_acc acc;
+        wmma::load_matrix_sync(acc, C + nb, ldc, wmma::mem_row_major);
+        for (int kb = 0; kb < kd; kb += 16) {
+            frag_a fa;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+            wmma::load_matrix_sync(fa, A + kb, lda);
+            wmma::load_matrix_sync(fb, B + kb * ldb + nb, ldb);
+            wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(C + nb, acc, ldc, wmma::mem_row_major);
+    }
+}
+
+/* rows [r0, r0+64) of a [B,T,heads,d] tensor (head hh, token stride ts) into shared
+ * bf16 [64][ld], zero beyond T; 16-byte loads when d, ts and src allow it */
+__device__ void load_rows(bf16 *dst, int ld, const bf16 *src, int b, int r0, int T, int ts, int hh,
+                          int d) {
+    if (d % 8 == 0 && ts % 8 == 0 && ((uintptr_t)src & 15) == 0) {
+        const int chunks = d / 8;
+        for (int e = threadIdx.x; e < 64 * chunks; e += blockDim.x) {
+            int r = e / chunks, c = (e % chunks) * 8, t = r0 + r;
+            uint4 val = make_uint4(0, 0, 0, 0);
+            if (t < T) val = *(const uint4 *)(src + ((size_t)b * T + t) * ts + (size_t)hh * d + c);
+            *(uint4 *)(dst + r * ld + c) = val;
+        }
+        return;
+    }
+    for (int e = threadIdx.x; e < 64 * d; e += blockDim.x) {
+        int r = e / d, c = e % d, t = r0 + r;
+        dst[r * ld + c] = t < T ? src[((size_t)b * T + t) * ts + (size_t)hh * d + c] : __float2bfloat16(0.0f);
+    }
+}
+
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                              struct attn_shape s) {
@@ -38,10 +99,7 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
     const int q0 = blockIdx.x * MMA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int tid = threadIdx.x, nt = blockDim.x;
 
-    for (int e = tid; e < MMA_BQ * dq; e += nt) {
-        int r = e / dq, d = e % dq, i = q0 + r;
-        Qs[r * ldq + d] = i < s.T ? q[((size_t)b * s.T + i) * s.q_stride + (size_t)h * dq + d] : __float2bfloat16(0.0f);
-    }
+    load_rows(Qs, ldq, q, b, q0, s.T, s.q_stride, h, dq);
     for (int e = tid; e < MMA_BQ * ldo; e += nt) Os[e] = 0.0f;
     /* lane owns row (warp·16 + lane/2), half (lane%2) of the tile's columns */
     const int row = warp * 16 + lane / 2, half = lane % 2, i = q0 + row;
@@ -51,14 +109,8 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
     k_first = (k_first / MMA_BK) * MMA_BK;
     for (int k0 = k_first; k0 <= q_last; k0 += MMA_BK) {
         __syncthreads();
-        for (int e = tid; e < MMA_BK * dq; e += nt) {
-            int j = e / dq, d = e % dq, kj = k0 + j;
-            Ks[j * ldq + d] = kj < s.T ? k[((size_t)b * s.T + kj) * s.k_stride + (size_t)g * dq + d] : __float2bfloat16(0.0f);
-        }
-        for (int e = tid; e < MMA_BK * dv; e += nt) {
-            int j = e / dv, d = e % dv, kj = k0 + j;
-            Vs[j * ldv + d] = kj < s.T ? v[((size_t)b * s.T + kj) * s.v_stride + (size_t)g * dv + d] : __float2bfloat16(0.0f);
-        }
+        load_rows(Ks, ldq, k, b, k0, s.T, s.k_stride, g, dq);
+        load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
         __syncthreads();
         /* S[16, 64] = Q_w · Kᵀ */
         for (int nb = 0; nb < MMA_BK / 16; nb++) {
@@ -77,7 +129,10 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         /* online softmax on this lane's 32 scores */
         float *srow = Ss + row * MMA_SLD + half * 32;
         float mx = -INFINITY;
-        for (int c = 0; c < 32; c++) {
+        /* columns visited in a rotated order so the 32 lanes hit 32 different banks */
+        const int rot = (row + 16 * half) & 31;
+        for (int c0 = 0; c0 < 32; c0++) {
+            int c = (c0 + rot) & 31;
             float x = mma_visible(s, b, i, k0 + half * 32 + c) && i < s.T ? srow[c] * s.scale : -INFINITY;
             srow[c] = x;
             mx = fmaxf(mx, x);
@@ -86,7 +141,8 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         float mn = fmaxf(m, mx);
         float corr = mn == -INFINITY ? 1.0f : __expf(m - mn), sum = 0.0f;
         bf16 *prow = Ps + row * ldp + half * 32;
-        for (int c = 0; c < 32; c++) {
+        for (int c0 = 0; c0 < 32; c0++) {
+            int c = (c0 + rot) & 31;
             float p = mn == -INFINITY ? 0.0f : __expf(srow[c] - mn);
             bf16 pb = __float2bfloat16(p);
             prow[c] = pb;
@@ -137,5 +193,141 @@ int cuda_attention_forward_mma(void *out, float *lse, const void *q, const void 
     attention_forward_mma_kernel<<<grid, MMA_WARPS * 32, smem>>>((bf16 *)out, lse, (const bf16 *)q,
                                                                  (const bf16 *)k, (const bf16 *)v, *s);
     CUDA_LAUNCHED("attention_forward (tensor cores)");
+    return 0;
+}
+
+/* dq_i = scale · Σ_j p_ij (dp_ij − delta_i) k_j; warp owns 16 queries */
+__global__ void __launch_bounds__(MMA_WARPS * 32)
+attention_dq_mma_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *delta,
+                        const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    const int dq = s.dqk, dv = s.dv, ldq = dq + 8, ldv = dv + 8, ldp = MMA_BK + 8, lda = dq + 4;
+    bf16 *Qs = (bf16 *)smem_raw, *Os = Qs + 64 * ldq, *Ks = Os + 64 * ldv, *Vs = Ks + 64 * ldq;
+    bf16 *dSs = Vs + 64 * ldv;                             /* [64][ldp] */
+    float *Ss = (float *)(dSs + 64 * ldp), *dPs = Ss + 64 * MMA_SLD, *Acc = dPs + 64 * MMA_SLD;
+    const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
+    const int q0 = blockIdx.x * 64, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    load_rows(Qs, ldq, q, b, q0, s.T, s.q_stride, h, dq);
+    load_rows(Os, ldv, dout, b, q0, s.T, s.o_stride, h, dv);
+    for (int e = threadIdx.x; e < 64 * lda; e += blockDim.x) Acc[e] = 0.0f;
+    const int row = warp * 16 + lane / 2, half = lane % 2, i = q0 + row;
+    float *Lq = Acc + 64 * lda, *Dq = Lq + 64;            /* [64] lse, delta of the rows */
+    for (int r = threadIdx.x; r < 64; r += blockDim.x) {
+        size_t lr = ((size_t)b * s.H + h) * s.T + (q0 + r < s.T ? q0 + r : 0);
+        Lq[r] = lse[lr];
+        Dq[r] = delta[lr];
+    }
+    const int q_last = min(q0 + 64, s.T) - 1;
+    int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
+    for (int k0 = (k_first / 64) * 64; k0 <= q_last; k0 += 64) {
+        __syncthreads();
+        load_rows(Ks, ldq, k, b, k0, s.T, s.k_stride, g, dq);
+        load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
+        __syncthreads();
+        warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Qs + warp * 16 * ldq, ldq, Ks, ldq, 64, dq);
+        warp_mma_abt(dPs + warp * 16 * MMA_SLD, MMA_SLD, Os + warp * 16 * ldv, ldv, Vs, ldv, 64, dv);
+        __syncwarp();
+        for (int e = lane; e < 16 * 64; e += 32) {
+            int r = warp * 16 + e / 64, c = e % 64, ii = q0 + r;
+            float ds = 0.0f;
+            if (ii < s.T && mma_visible(s, b, ii, k0 + c)) {
+                float p = __expf(Ss[r * MMA_SLD + c] * s.scale - Lq[r]);
+                ds = p * (dPs[r * MMA_SLD + c] - Dq[r]) * s.scale;
+            }
+            dSs[r * ldp + c] = __float2bfloat16(ds);
+        }
+        __syncwarp();
+        warp_mma_acc(Acc + warp * 16 * lda, lda, dSs + warp * 16 * ldp, ldp, Ks, ldq, dq, 64);
+        __syncwarp();
+    }
+    if (i < s.T) {
+        bf16 *o = dqo + ((size_t)b * s.T + i) * s.q_stride + (size_t)h * dq;
+        for (int d = half; d < dq; d += 2) st(o + d, Acc[row * lda + d]);
+    }
+}
+
+/* dv_j = Σ p_ij dout_i, dk_j = scale · Σ p_ij (dp_ij − delta_i) q_i over the heads of
+ * kv head g; warp owns 16 keys, the tiles hold Sᵀ (keys × queries) */
+__global__ void __launch_bounds__(MMA_WARPS * 32)
+attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, const float *delta,
+                         const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    const int dq = s.dqk, dv = s.dv, ldq = dq + 8, ldv = dv + 8, ldp = MMA_BK + 8;
+    const int ldk = dq + 4, ldvv = dv + 4;
+    bf16 *Kr = (bf16 *)smem_raw, *Vr = Kr + 64 * ldq, *Qs = Vr + 64 * ldv, *Os = Qs + 64 * ldq;
+    bf16 *Ps = Os + 64 * ldv, *dSs = Ps + 64 * ldp;
+    float *Ss = (float *)(dSs + 64 * ldp), *dPs = Ss + 64 * MMA_SLD;
+    float *dK = dPs + 64 * MMA_SLD, *dV = dK + 64 * ldk, *Ls = dV + 64 * ldvv, *Ds = Ls + 64;
+    const int bg = blockIdx.y, b = bg / s.G, g = bg % s.G;
+    const int j0 = blockIdx.x * 64, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    load_rows(Kr, ldq, k, b, j0, s.T, s.k_stride, g, dq);
+    load_rows(Vr, ldv, v, b, j0, s.T, s.v_stride, g, dv);
+    for (int e = threadIdx.x; e < 64 * ldk; e += blockDim.x) dK[e] = 0.0f;
+    for (int e = threadIdx.x; e < 64 * ldvv; e += blockDim.x) dV[e] = 0.0f;
+    const int row = warp * 16 + lane / 2, half = lane % 2, j = j0 + row;
+    const int h_first = (g * s.H + s.G - 1) / s.G, h_end = ((g + 1) * s.H + s.G - 1) / s.G;
+    const int j_last = min(j0 + 64, s.T) - 1;
+    const int i_end = s.window > 0 ? min(s.T, j_last + s.window) : s.T;
+    for (int h = h_first; h < h_end; h++) {
+        for (int i0 = (j0 / 64) * 64; i0 < i_end; i0 += 64) {
+            __syncthreads();
+            load_rows(Qs, ldq, q, b, i0, s.T, s.q_stride, h, dq);
+            load_rows(Os, ldv, dout, b, i0, s.T, s.o_stride, h, dv);
+            for (int r = threadIdx.x; r < 64; r += blockDim.x) {
+                size_t li = ((size_t)b * s.H + h) * s.T + (i0 + r < s.T ? i0 + r : 0);
+                Ls[r] = lse[li];
+                Ds[r] = delta[li];
+            }
+            __syncthreads();
+            warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Kr + warp * 16 * ldq, ldq, Qs, ldq, 64, dq);
+            warp_mma_abt(dPs + warp * 16 * MMA_SLD, MMA_SLD, Vr + warp * 16 * ldv, ldv, Os, ldv, 64, dv);
+            __syncwarp();
+            for (int e = lane; e < 16 * 64; e += 32) {
+                int r = warp * 16 + e / 64, c = e % 64, i = i0 + c, jj = j0 + r;
+                float p = 0.0f, ds = 0.0f;
+                if (jj < s.T && i < s.T && mma_visible(s, b, i, jj)) {
+                    p = __expf(Ss[r * MMA_SLD + c] * s.scale - Ls[c]);
+                    ds = p * (dPs[r * MMA_SLD + c] - Ds[c]) * s.scale;
+                }
+                Ps[r * ldp + c] = __float2bfloat16(p);
+                dSs[r * ldp + c] = __float2bfloat16(ds);
+            }
+            __syncwarp();
+            warp_mma_acc(dV + warp * 16 * ldvv, ldvv, Ps + warp * 16 * ldp, ldp, Os, ldv, dv, 64);
+            warp_mma_acc(dK + warp * 16 * ldk, ldk, dSs + warp * 16 * ldp, ldp, Qs, ldq, dq, 64);
+            __syncwarp();
+        }
+    }
+    if (j < s.T) {
+        bf16 *ko = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * dq;
+        bf16 *vo = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * dv;
+        for (int d = half; d < dq; d += 2) st(ko + d, dK[row * ldk + d]);
+        for (int d = half; d < dv; d += 2) st(vo + d, dV[row * ldvv + d]);
+    }
+}
+
+int cuda_attention_backward_mma(void *dq, void *dk, void *dv, const void *dout, const float *delta,
+                                const float *lse, const void *q, const void *k, const void *v,
+                                const struct attn_shape *s) {
+    if (s->dqk % 16 || s->dv % 16) return 1;
+    size_t ldq = s->dqk + 8, ldv = s->dv + 8, ldp = MMA_BK + 8;
+    size_t smem_q = sizeof(bf16) * (64 * (2 * ldq + 2 * ldv) + 64 * ldp) +
+                    sizeof(float) * (2 * 64 * MMA_SLD + 64 * (s->dqk + 4) + 128);
+    size_t smem_kv = sizeof(bf16) * (64 * (2 * ldq + 2 * ldv) + 2 * 64 * ldp) +
+                     sizeof(float) * (2 * 64 * MMA_SLD + 64 * (s->dqk + 4) + 64 * (s->dv + 4) + 128);
+    if (smem_q > 220 * 1024 || smem_kv > 220 * 1024) return 1;
+    CUDA_CHECK(cudaFuncSetAttribute(attention_dq_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)smem_q), "attention_backward mma dq smem");
+    CUDA_CHECK(cudaFuncSetAttribute(attention_dkv_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)smem_kv), "attention_backward mma dkv smem");
+    dim3 grid_q((s->T + 63) / 64, s->B * s->H), grid_kv((s->T + 63) / 64, s->B * s->G);
+    attention_dq_mma_kernel<<<grid_q, MMA_WARPS * 32, smem_q>>>((bf16 *)dq, (const bf16 *)dout, lse, delta,
+                                                                (const bf16 *)q, (const bf16 *)k,
+                                                                (const bf16 *)v, *s);
+    CUDA_LAUNCHED("attention_backward dq (tensor cores)");
+    attention_dkv_mma_kernel<<<grid_kv, MMA_WARPS * 32, smem_kv>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+                                                                   lse, delta, (const bf16 *)q,
+                                                                   (const bf16 *)k, (const bf16 *)v, *s);
+    CUDA_LAUNCHED("attention_backward dkv (tensor cores)");
     return 0;
 }
