@@ -1,0 +1,151 @@
+/* The CPU op table: memory (64-byte aligned, zeroed host memory), conversions (act is
+ * f32, so they are copies), elementwise ops, matmul through OpenBLAS, and the table
+ * that gathers the ops of the other files in kernels/cpu/. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "common/core/log.h"
+#include "kernels/cpu/cpu_internal.h"
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(size_t bytes) {
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded == 0) rounded = 64;
+    if (rounded < bytes) {
+        sushi_error(SUSHI_ENOMEM, "cpu: alloc of %zu bytes: size overflow", bytes);
+        return NULL;
+    }
+    void *p = aligned_alloc(64, rounded);
+    if (!p) {
+        sushi_error(SUSHI_ENOMEM, "cpu: alloc of %zu bytes: out of memory", bytes);
+        return NULL;
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+
+static void cpu_free(void *p) { free(p); }
+
+static int cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes == 0) return 0;
+    if (!dst || !src) return sushi_error(SUSHI_EINVAL, "cpu: copy of %zu bytes: NULL pointer", bytes);
+    if (dst != src) memmove(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_sync(void) { return 0; }
+
+static int cpu_f32_copy(void *dst, const float *src, size_t n) {
+    return cpu_copy(dst, src, n * sizeof(float));
+}
+
+static int cpu_act_to_f32(float *dst, const void *src, size_t n) {
+    return cpu_copy(dst, src, n * sizeof(float));
+}
+
+/* ---- elementwise ---- */
+
+struct ew_ctx {
+    float *y;
+    const float *a, *b;
+    float alpha;
+    int kind; /* 0 fill, 1 add, 2 axpy, 3 scale */
+};
+
+static void ew_range(void *p, size_t i0, size_t i1, int thread) {
+    const struct ew_ctx *c = p;
+    (void)thread;
+    float *y = c->y;
+    switch (c->kind) {
+    case 0: for (size_t i = i0; i < i1; i++) y[i] = c->alpha; break;
+    case 1: for (size_t i = i0; i < i1; i++) y[i] = c->a[i] + c->b[i]; break;
+    case 2: for (size_t i = i0; i < i1; i++) y[i] += c->alpha * c->a[i]; break;
+    default: for (size_t i = i0; i < i1; i++) y[i] *= c->alpha; break;
+    }
+}
+
+static int ew_run(const char *op, float *y, const float *a, const float *b, float alpha,
+                  int kind, size_t n) {
+    if (n == 0) return 0;
+    if (!y || (kind >= 1 && kind <= 2 && !a) || (kind == 1 && !b))
+        return sushi_error(SUSHI_EINVAL, "cpu: %s over %zu values: NULL pointer", op, n);
+    struct ew_ctx c = {y, a, b, alpha, kind};
+    cpu_parallel_for(n, 1 << 16, ew_range, &c);
+    return 0;
+}
+
+static int cpu_fill(void *x, float value, size_t n) { return ew_run("fill", x, NULL, NULL, value, 0, n); }
+static int cpu_add(void *out, const void *a, const void *b, size_t n) {
+    return ew_run("add", out, a, b, 0.0f, 1, n);
+}
+static int cpu_axpy(void *y, float alpha, const void *x, size_t n) {
+    return ew_run("axpy", y, x, NULL, alpha, 2, n);
+}
+static int cpu_scale(void *x, float alpha, size_t n) { return ew_run("scale", x, NULL, NULL, alpha, 3, n); }
+
+/* ---- matmul ---- */
+
+int cpu_matmul(void *c, const void *a, const void *b, int m, int n, int k, int trans_a,
+               int trans_b, float alpha, float beta, int lda, int ldb, int ldc) {
+    if (m < 0 || n < 0 || k < 0)
+        return sushi_error(SUSHI_ESHAPE, "cpu: matmul: negative shape m=%d n=%d k=%d", m, n, k);
+    if (m == 0 || n == 0) return 0;
+    if (!c || (k > 0 && (!a || !b))) return sushi_error(SUSHI_EINVAL, "cpu: matmul: NULL pointer");
+    int dense_a = trans_a ? m : k, dense_b = trans_b ? k : n;
+    if (lda == 0) lda = dense_a;
+    if (ldb == 0) ldb = dense_b;
+    if (ldc == 0) ldc = n;
+    if (lda < dense_a || ldb < dense_b || ldc < n || lda < 1 || ldb < 1)
+        return sushi_error(SUSHI_ESHAPE,
+                           "cpu: matmul: row stride too small (m=%d n=%d k=%d lda=%d ldb=%d ldc=%d)",
+                           m, n, k, lda, ldb, ldc);
+    if (k == 0) {
+        /* C = beta·C (BLAS would too; done here so a/b may be NULL) */
+        for (int i = 0; i < m; i++) {
+            float *row = (float *)c + (size_t)i * ldc;
+            for (int j = 0; j < n; j++) row[j] = beta == 0.0f ? 0.0f : beta * row[j];
+        }
+        return 0;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return 0;
+}
+
+/* ---- the table ---- */
+
+static const struct ops cpu_table = {
+    .name = "cpu",
+    .act_dtype = DT_F32,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .f32_to_act = cpu_f32_copy,
+    .act_to_f32 = cpu_act_to_f32,
+    .sync = cpu_sync,
+    .matmul = cpu_matmul,
+    .add = cpu_add,
+    .axpy = cpu_axpy,
+    .scale = cpu_scale,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .loss_forward_backward = cpu_loss_forward_backward,
+    .adamw = cpu_adamw,
+    .sumsq = cpu_sumsq,
+};
+
+const struct ops *ops_cpu(void) { return &cpu_table; }
