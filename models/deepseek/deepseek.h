@@ -1,0 +1,135 @@
+/* The DeepSeek-V3 / V2 teacher (SPEC §1): config.json parsing, HF-layout checkpoint
+ * loading (bf16/f16/f32, FP8 e4m3 with 128×128 block scales, shards), and the forward
+ * pass — MLA with decoupled RoPE/YaRN and DeepSeekMoE — with a cache of the compressed
+ * latent c and the rotated k_pe, for scoring and generation. Heavy math goes through
+ * the op table (kernels/ops.h). Where HF transformers and the original DeepSeek code
+ * differ, this follows HF transformers 5.x. */
+#ifndef SUSHI_DEEPSEEK_H
+#define SUSHI_DEEPSEEK_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "kernels/ops.h"
+
+enum ds_family { DS_V2 = 2, DS_V3 = 3 };
+enum ds_scoring { DS_SIGMOID = 0, DS_SOFTMAX = 1 };
+enum ds_topk_method { DS_NOAUX_TC = 0, DS_GREEDY = 1, DS_GROUP_LIMITED_GREEDY = 2 };
+
+struct ds_yarn {
+    int on;                 /* rope_type yarn */
+    double factor;          /* as written in config.json */
+    double freq_factor;     /* max_position/original_max_position when the latter is given */
+    int original_max_pos;
+    double beta_fast, beta_slow, mscale, mscale_all_dim;
+    double attention_factor;/* multiplies cos/sin */
+};
+
+struct ds_config {
+    enum ds_family family;
+    int vocab, C, F, F_moe, L, H;
+    int q_lora;             /* 0: plain q_proj */
+    int kv_lora, nope, rope, dv;
+    int n_routed, n_shared, top_k, n_group, topk_group;
+    float routed_scale;
+    int norm_topk;
+    enum ds_scoring scoring;
+    enum ds_topk_method topk_method;
+    int first_dense, moe_freq;
+    float eps;
+    double rope_theta;
+    struct ds_yarn yarn;
+    int max_pos;
+    int interleave;         /* RoPE on pairs (2i, 2i+1) */
+    int tied;
+    int fp8;                /* quantization_config fp8 e4m3, 128×128 blocks */
+    float attn_scale;       /* (nope+rope)^-0.5, times mscale² for V3 YaRN */
+};
+
+/* Parses DIR/config.json (either RoPE dialect). Unsupported values are refused by name. */
+int ds_config_load(struct ds_config *c, const char *dir);
+int ds_config_parse(struct ds_config *c, const json_t *root, const char *where);
+/* Layer l uses MoE (l ≥ first_k_dense_replace and l % moe_layer_freq == 0). */
+int ds_layer_is_moe(const struct ds_config *c, int l);
+
+/* One SwiGLU MLP: gu (2F, C) = [gate; up], down (C, F). */
+struct ds_mlp {
+    void *gu;
+    void *down;
+    int F;
+};
+
+struct ds_layer {
+    void *in_norm, *post_norm;  /* (C) */
+    void *q_a;                  /* (q_lora, C) */
+    void *q_a_norm;             /* (q_lora) */
+    void *q_b;                  /* (H·(nope+rope), q_lora); q_proj when q_lora = 0: (H·(nope+rope), C) */
+    void *kv_a;                 /* (kv_lora + rope, C) */
+    void *kv_a_norm;            /* (kv_lora) */
+    void *kv_b;                 /* (H·(nope+dv), kv_lora) */
+    void *o;                    /* (C, H·dv) */
+    int moe;
+    struct ds_mlp dense;        /* when !moe */
+    void *router;               /* (E, C) */
+    float *router_bias;         /* (E) host, e_score_correction_bias (V3) */
+    struct ds_mlp *experts;     /* [E] */
+    struct ds_mlp shared;       /* F = F_moe · n_shared; gu == NULL when none */
+};
+
+/* Per-sequence cache: latent c after kv_a_layernorm and rotated k_pe, per layer. */
+struct ds_cache {
+    int len, cap;
+    void **c;                   /* [L] (cap, kv_lora) */
+    void **kpe;                 /* [L] (cap, rope) */
+};
+
+struct ds_model {
+    struct ds_config cfg;
+    const struct ops *ops;
+    void *embed;                /* (V, C) */
+    void *final_norm;           /* (C) */
+    void *head;                 /* (V, C), == embed when tied */
+    struct ds_layer *layers;    /* [L] */
+    int max_seq;                /* positions the RoPE table and the cache hold */
+    float *rope_cos, *rope_sin; /* (max_seq, rope/2) backend memory */
+    void *eye;                  /* (rope, rope) identity, broadcasts k_pe to every head */
+    size_t n_params;            /* loaded parameters (elements) */
+};
+
+/* Loads DIR (config.json + model.safetensors or its index + shards). Every tensor is
+ * checked by name, dtype and shape; FP8 weights are dequantised tensor by tensor into
+ * the backend's activation dtype. Tensors of layers ≥ num_hidden_layers (V3's
+ * multi-token-prediction module) are skipped; any other unknown tensor is an error. */
+int ds_load(struct ds_model *m, const char *dir, const struct ops *ops, int max_seq);
+void ds_free(struct ds_model *m);
+
+/* FP8 e4m3 [rows, cols] with f32 scale_inv [⌈rows/128⌉, ⌈cols/128⌉] -> f32 */
+int ds_fp8_dequant(float *dst, const uint8_t *src, const float *scale_inv, int64_t rows,
+                   int64_t cols);
+
+int ds_cache_init(struct ds_cache *k, const struct ds_model *m);
+void ds_cache_reset(struct ds_cache *k);
+void ds_cache_free(struct ds_cache *k, const struct ds_model *m);
+
+/* Runs n new tokens at positions cache->len … cache->len + n − 1, appends them to the
+ * cache and writes host f32 logits (n, V). */
+int ds_forward(struct ds_model *m, struct ds_cache *k, const int32_t *ids, int n, float *logits);
+
+/* MLA for n new rows x (n, C) -> out (n, C); mla.c */
+int ds_mla_forward(struct ds_model *m, int l, struct ds_cache *k, const void *x, int n, void *out);
+/* DeepSeekMoE or dense MLP for n rows x (n, C) -> out (n, C); moe.c */
+int ds_ffn_forward(struct ds_model *m, int l, const void *x, int n, void *out);
+/* Router: host x (n, C) logits (n, E) -> chosen experts (n, top_k) and weights; moe.c */
+int ds_route(const struct ds_config *c, const float *router_bias, const float *logits, int n,
+             int32_t *experts, float *weights);
+
+/* Top-K of one row of logits z (V) at temperature T (SPEC §1): ids by descending z,
+ * logprobs = log_softmax(z/T) there, *tail = logsumexp over the other ids of z/T minus
+ * logsumexp over all. */
+int ds_topk(const float *z, int V, int K, float T, int32_t *ids, float *logprobs, float *tail);
+
+/* Describes a DeepSeek checkpoint for `sushi inspect` (layers, experts, total and
+ * active parameters, dtypes). */
+int deepseek_describe(const char *dir, json_t *out);
+
+#endif
