@@ -29,35 +29,39 @@ __device__ __forceinline__ bool mma_visible(const struct attn_shape &s, int b, i
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_acc;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
 
-/* C[16, n] = A[16, kd] · B[n, kd]ᵀ (all row-major in shared memory) */
-__device__ void warp_mma_abt(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb,
-                             int n, int kd) {
-    for (int nb = 0; nb < n; nb += 16) {
-        frag_acc acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int kb = 0; kb < kd; kb += 16) {
-            frag_a fa;
+/* C[16, 64] = A[16, kd] · B[64, kd]ᵀ (all row-major in shared memory); each A
+ * fragment is loaded once */
+__device__ void warp_mma_abt(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int kd) {
+    frag_acc acc[4];
+#pragma unroll
+    for (int nb = 0; nb < 4; nb++) wmma::fill_fragment(acc[nb], 0.0f);
+    for (int kb = 0; kb < kd; kb += 16) {
+        frag_a fa;
+        wmma::load_matrix_sync(fa, A + kb, lda);
+#pragma unroll
+        for (int nb = 0; nb < 4; nb++) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-            wmma::load_matrix_sync(fa, A + kb, lda);
-            wmma::load_matrix_sync(fb, B + nb * ldb + kb, ldb);
-            wmma::mma_sync(acc, fa, fb, acc);
+            wmma::load_matrix_sync(fb, B + nb * 16 * ldb + kb, ldb);
+            wmma::mma_sync(acc[nb], fa, fb, acc[nb]);
         }
-        wmma::store_matrix_sync(C + nb, acc, ldc, wmma::mem_row_major);
     }
+#pragma unroll
+    for (int nb = 0; nb < 4; nb++) wmma::store_matrix_sync(C + nb * 16, acc[nb], ldc, wmma::mem_row_major);
 }
 
-/* C[16, n] += A[16, kd] · B[kd, n] */
-__device__ void warp_mma_acc(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb,
-                             int n, int kd) {
+/* C[16, n] += A[16, 64] · B[64, n]; the four A fragments are loaded once */
+__device__ void warp_mma_acc(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int n) {
+    frag_a fa[4];
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++) wmma::load_matrix_sync(fa[kb], A + kb * 16, lda);
     for (int nb = 0; nb < n; nb += 16) {
         frag_acc acc;
         wmma::load_matrix_sync(acc, C + nb, ldc, wmma::mem_row_major);
-        for (int kb = 0; kb < kd; kb += 16) {
-            frag_a fa;
+#pragma unroll
+        for (int kb = 0; kb < 4; kb++) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-            wmma::load_matrix_sync(fa, A + kb, lda);
-            wmma::load_matrix_sync(fb, B + kb * ldb + nb, ldb);
-            wmma::mma_sync(acc, fa, fb, acc);
+            wmma::load_matrix_sync(fb, B + kb * 16 * ldb + nb, ldb);
+            wmma::mma_sync(acc, fa[kb], fb, acc);
         }
         wmma::store_matrix_sync(C + nb, acc, ldc, wmma::mem_row_major);
     }
@@ -113,18 +117,8 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
         __syncthreads();
         /* S[16, 64] = Q_w · Kᵀ */
-        for (int nb = 0; nb < MMA_BK / 16; nb++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::fill_fragment(acc, 0.0f);
-            for (int kb = 0; kb < dq; kb += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-                wmma::load_matrix_sync(fa, Qs + warp * 16 * ldq + kb, ldq);
-                wmma::load_matrix_sync(fb, Ks + nb * 16 * ldq + kb, ldq);
-                wmma::mma_sync(acc, fa, fb, acc);
-            }
-            wmma::store_matrix_sync(Ss + warp * 16 * MMA_SLD + nb * 16, acc, MMA_SLD, wmma::mem_row_major);
-        }
+        warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Qs + warp * 16 * ldq, ldq, Ks, ldq, dq);
+        const bool full = !s.doc_ids && k0 + MMA_BK - 1 <= q0 && (s.window <= 0 || q_last - s.window < k0);
         __syncwarp();
         /* online softmax on this lane's 32 scores */
         float *srow = Ss + row * MMA_SLD + half * 32;
@@ -133,7 +127,7 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         const int rot = (row + 16 * half) & 31;
         for (int c0 = 0; c0 < 32; c0++) {
             int c = (c0 + rot) & 31;
-            float x = mma_visible(s, b, i, k0 + half * 32 + c) && i < s.T ? srow[c] * s.scale : -INFINITY;
+            float x = full || (i < s.T && mma_visible(s, b, i, k0 + half * 32 + c)) ? srow[c] * s.scale : -INFINITY;
             srow[c] = x;
             mx = fmaxf(mx, x);
         }
@@ -155,18 +149,7 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         for (int d = half; d < dv; d += 2) orow[d] *= corr;
         __syncwarp();
         /* O_w[16, dv] += P_w · V */
-        for (int nb = 0; nb < dv / 16; nb++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::load_matrix_sync(acc, Os + warp * 16 * ldo + nb * 16, ldo, wmma::mem_row_major);
-            for (int kb = 0; kb < MMA_BK; kb += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-                wmma::load_matrix_sync(fa, Ps + warp * 16 * ldp + kb, ldp);
-                wmma::load_matrix_sync(fb, Vs + kb * ldv + nb * 16, ldv);
-                wmma::mma_sync(acc, fa, fb, acc);
-            }
-            wmma::store_matrix_sync(Os + warp * 16 * ldo + nb * 16, acc, ldo, wmma::mem_row_major);
-        }
+        warp_mma_acc(Os + warp * 16 * ldo, ldo, Ps + warp * 16 * ldp, ldp, Vs, ldv, dv);
         __syncwarp();
     }
     if (i < s.T) {
@@ -224,20 +207,21 @@ attention_dq_mma_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const flo
         load_rows(Ks, ldq, k, b, k0, s.T, s.k_stride, g, dq);
         load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
         __syncthreads();
-        warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Qs + warp * 16 * ldq, ldq, Ks, ldq, 64, dq);
-        warp_mma_abt(dPs + warp * 16 * MMA_SLD, MMA_SLD, Os + warp * 16 * ldv, ldv, Vs, ldv, 64, dv);
+        warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Qs + warp * 16 * ldq, ldq, Ks, ldq, dq);
+        warp_mma_abt(dPs + warp * 16 * MMA_SLD, MMA_SLD, Os + warp * 16 * ldv, ldv, Vs, ldv, dv);
+        const bool full = !s.doc_ids && k0 + 63 <= q0 && (s.window <= 0 || q_last - s.window < k0);
         __syncwarp();
         for (int e = lane; e < 16 * 64; e += 32) {
             int r = warp * 16 + e / 64, c = e % 64, ii = q0 + r;
             float ds = 0.0f;
-            if (ii < s.T && mma_visible(s, b, ii, k0 + c)) {
+            if (full || (ii < s.T && mma_visible(s, b, ii, k0 + c))) {
                 float p = __expf(Ss[r * MMA_SLD + c] * s.scale - Lq[r]);
                 ds = p * (dPs[r * MMA_SLD + c] - Dq[r]) * s.scale;
             }
             dSs[r * ldp + c] = __float2bfloat16(ds);
         }
         __syncwarp();
-        warp_mma_acc(Acc + warp * 16 * lda, lda, dSs + warp * 16 * ldp, ldp, Ks, ldq, dq, 64);
+        warp_mma_acc(Acc + warp * 16 * lda, lda, dSs + warp * 16 * ldp, ldp, Ks, ldq, dq);
         __syncwarp();
     }
     if (i < s.T) {
@@ -279,13 +263,15 @@ attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *ls
                 Ds[r] = delta[li];
             }
             __syncthreads();
-            warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Kr + warp * 16 * ldq, ldq, Qs, ldq, 64, dq);
-            warp_mma_abt(dPs + warp * 16 * MMA_SLD, MMA_SLD, Vr + warp * 16 * ldv, ldv, Os, ldv, 64, dv);
+            warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Kr + warp * 16 * ldq, ldq, Qs, ldq, dq);
+            warp_mma_abt(dPs + warp * 16 * MMA_SLD, MMA_SLD, Vr + warp * 16 * ldv, ldv, Os, ldv, dv);
+            const bool full = !s.doc_ids && i0 >= j0 + 63 && i0 + 63 < s.T &&
+                              (s.window <= 0 || i0 + 63 - s.window < j0);
             __syncwarp();
             for (int e = lane; e < 16 * 64; e += 32) {
                 int r = warp * 16 + e / 64, c = e % 64, i = i0 + c, jj = j0 + r;
                 float p = 0.0f, ds = 0.0f;
-                if (jj < s.T && i < s.T && mma_visible(s, b, i, jj)) {
+                if (full || (jj < s.T && i < s.T && mma_visible(s, b, i, jj))) {
                     p = __expf(Ss[r * MMA_SLD + c] * s.scale - Ls[c]);
                     ds = p * (dPs[r * MMA_SLD + c] - Ds[c]) * s.scale;
                 }
@@ -293,8 +279,8 @@ attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *ls
                 dSs[r * ldp + c] = __float2bfloat16(ds);
             }
             __syncwarp();
-            warp_mma_acc(dV + warp * 16 * ldvv, ldvv, Ps + warp * 16 * ldp, ldp, Os, ldv, dv, 64);
-            warp_mma_acc(dK + warp * 16 * ldk, ldk, dSs + warp * 16 * ldp, ldp, Qs, ldq, dq, 64);
+            warp_mma_acc(dV + warp * 16 * ldvv, ldvv, Ps + warp * 16 * ldp, ldp, Os, ldv, dv);
+            warp_mma_acc(dK + warp * 16 * ldk, ldk, dSs + warp * 16 * ldp, ldp, Qs, ldq, dq);
             __syncwarp();
         }
     }

@@ -17,10 +17,10 @@ struct lse_acc { float m, s; };
 
 __device__ __forceinline__ void lse_push(lse_acc &a, float x) {
     if (x > a.m) {
-        a.s = a.s * __expf(a.m - x) + 1.0f;
+        a.s = a.s * expf(a.m - x) + 1.0f;
         a.m = x;
     } else {
-        a.s += __expf(x - a.m);
+        a.s += expf(x - a.m);
     }
 }
 
@@ -28,7 +28,7 @@ __device__ __forceinline__ lse_acc lse_merge(lse_acc a, lse_acc b) {
     if (a.m == -INFINITY) return b;
     if (b.m == -INFINITY) return a;
     float m = fmaxf(a.m, b.m);
-    lse_acc r = {m, a.s * __expf(a.m - m) + b.s * __expf(b.m - m)};
+    lse_acc r = {m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
     return r;
 }
 
@@ -59,15 +59,15 @@ __device__ __forceinline__ float lse_value(lse_acc a) { return a.m == -INFINITY 
 
 /* bucket weight g_b from log q_b (student) and log p_b (teacher) */
 __device__ float kd_bucket_grad(int mode, float T2, float beta, float lq, float lp) {
-    if (mode == KD_FORWARD) return lp == -INFINITY ? 0.0f : -T2 * __expf(lp - lq);
+    if (mode == KD_FORWARD) return lp == -INFINITY ? 0.0f : -T2 * expf(lp - lq);
     if (mode == KD_REVERSE) return T2 * (lq - lp + 1.0f);
-    float q = __expf(lq), mb = beta * __expf(lp) + (1.0f - beta) * q;
+    float q = expf(lq), mb = beta * expf(lp) + (1.0f - beta) * q;
     return T2 * (1.0f - beta) * (lq - logf(mb));
 }
 
 /* this bucket's term of the divergence (0·log 0 = 0) */
 __device__ float kd_bucket_term(int mode, float beta, float lq, float lp) {
-    float p = __expf(lp), q = __expf(lq);
+    float p = expf(lp), q = expf(lq);
     if (mode == KD_FORWARD) return p > 0.0f ? p * (lp - lq) : 0.0f;
     if (mode == KD_REVERSE) return q > 0.0f ? q * (lq - lp) : 0.0f;
     float mb = beta * p + (1.0f - beta) * q, lm = logf(mb);
@@ -142,7 +142,7 @@ __global__ void loss_kernel(float *loss, float *ce_out, float *kd_out, bf16 *dlo
             float lp = b < K ? a.topk_logprobs[(size_t)n * K + b] : a.tail_logprob[n];
             kd += kd_bucket_term(a.mode, a.jsd_beta, lq, lp);
             g[b] = kd_bucket_grad(a.mode, T2, a.jsd_beta, lq, lp);
-            float q = __expf(lq);
+            float q = expf(lq);
             if (q > 0.0f) gbar += q * g[b];
         }
         kd *= T2;
@@ -164,12 +164,12 @@ __global__ void loss_kernel(float *loss, float *ce_out, float *kd_out, bf16 *dlo
             continue;
         }
         float x = ld(s + v);
-        float grad = wce * (__expf(x - lse1_sh) - eps_v - (v == y ? 1.0f - a.smoothing : 0.0f));
+        float grad = wce * (expf(x - lse1_sh) - eps_v - (v == y ? 1.0f - a.smoothing : 0.0f));
         if (K) {
             int b = K;
             if (topk_bits[v / 32] & (1u << (v % 32)))
                 for (b = 0; b < K && ids[b] != v; b++) {}
-            float q = __expf(x * invT - lseT_sh);
+            float q = expf(x * invT - lseT_sh);
             grad += wkd * q * invT * (g[b] - gbar_sh);
         }
         st(d + v, grad);

@@ -240,7 +240,8 @@ static void test_embedding(void **st) {
     for (int s = 0; s < 2; s++) {
         int V = shapes[s][0], C = shapes[s][1], N = shapes[s][2];
         int32_t *ids = malloc(N * sizeof(int32_t));
-        for (int i = 0; i < N; i++) ids[i] = i % 5 == 0 ? ids[0] : rnd_int(V);  /* repeats */
+        ids[0] = rnd_int(V);
+        for (int i = 1; i < N; i++) ids[i] = i % 5 == 0 ? ids[0] : rnd_int(V);  /* repeats */
         float *table = rnd_act((size_t)V * C, 1.0f), *out = malloc((size_t)N * C * 4);
         float *dout = rnd_act((size_t)N * C, 1.0f), *dtab = rnd_act((size_t)V * C, 1.0f);
         struct gbuf gi = dev_raw(ids, N * 4), gt = dev_act(table, (size_t)V * C);
