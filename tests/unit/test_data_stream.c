@@ -146,7 +146,8 @@ static void test_loader_dump_cli(void **state) {
     (void)state;
     if (!g_tok) skip();
     char bin[512], cfg[512], out[512], cmd[2048];
-    snprintf(bin, sizeof bin, "%s/build/bin/sushi-loader", repo_root());
+    const char *build = getenv("BUILD");   /* set by scripts/run-tests.sh (build-asan, ...) */
+    snprintf(bin, sizeof bin, "%s/%s/bin/sushi-loader", repo_root(), build && *build ? build : "build");
     if (!fs_exists(bin)) skip();
     write_text_source("cli.txt", 'A', 300, NULL);
     snprintf(cfg, sizeof cfg, "%s/cli.yaml", g_dir);
