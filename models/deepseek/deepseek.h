@@ -73,6 +73,7 @@ struct ds_layer {
     void *router;               /* (E, C) */
     float *router_bias;         /* (E) host, e_score_correction_bias (V3) */
     struct ds_mlp *experts;     /* [E] */
+    void *experts_gu, *experts_down; /* (E, 2F, C), (E, C, F) when stored fused; experts[] view them */
     struct ds_mlp shared;       /* F = F_moe · n_shared; gu == NULL when none */
 };
 

@@ -44,17 +44,23 @@ static void ds_mark_used(struct ds_loader *ld, const struct st_tensor *t) {
 
 /* Tensor NAME of shape (d0[, d1]) -> newly allocated backend buffer (act dtype); with
  * dst_off, writes into an existing buffer at element offset instead. */
-static int ds_read(struct ds_loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, void **out,
-                   void *into, size_t into_off) {
+static int ds_read_shape(struct ds_loader *ld, const char *name, int ndim, const int64_t *want, void **out,
+                         void *into, size_t into_off) {
     const struct st_file *f = NULL;
     const struct st_tensor *t = st_set_find(&ld->set, name, &f);
     if (!t) return sushi_error(SUSHI_ENOTFOUND, "%s: tensor %s is missing", ld->set.dir, name);
-    int64_t want[2] = {d0, d1};
-    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1))
-        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: shape [%lld%s%lld] expected, file has %d dims [%lld, %lld]",
-                           f->path, name, (long long)d0, ndim == 2 ? ", " : "", ndim == 2 ? (long long)d1 : 0LL,
-                           t->ndim, (long long)t->shape[0], t->ndim > 1 ? (long long)t->shape[1] : 0LL);
-    size_t n = (size_t)d0 * (ndim == 2 ? (size_t)d1 : 1);
+    int ok = t->ndim == ndim;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        ok = ok && t->shape[i] == want[i];
+        n *= (size_t)want[i];
+    }
+    if (!ok)
+        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: shape [%lld, %lld, %lld] expected (%d dims), file has %d dims "
+                           "[%lld, %lld, %lld]", f->path, name, (long long)want[0], ndim > 1 ? (long long)want[1] : 0LL,
+                           ndim > 2 ? (long long)want[2] : 0LL, ndim, t->ndim, (long long)t->shape[0],
+                           t->ndim > 1 ? (long long)t->shape[1] : 0LL, t->ndim > 2 ? (long long)t->shape[2] : 0LL);
+    int64_t d0 = want[0], d1 = ndim > 1 ? want[1] : 0;
     ds_mark_used(ld, t);
     float *tmp = malloc(n * sizeof(float));
     if (!tmp) return sushi_error(SUSHI_ENOMEM, "%s: tensor %s: out of memory", f->path, name);
@@ -77,7 +83,6 @@ static int ds_read(struct ds_loader *ld, const char *name, int ndim, int64_t d0,
         rc = sushi_error(SUSHI_EFORMAT, "%s: tensor %s: dtype %s is not supported (F32, BF16, F16, F8_E4M3)", f->path,
                          name, dtype_name(t->dtype));
     }
-    (void)want;
     if (!rc) {
         size_t es = dtype_size(ld->ops->act_dtype);
         void *dst = into ? (char *)into + into_off * es : ld->ops->alloc(n * es);
@@ -88,6 +93,12 @@ static int ds_read(struct ds_loader *ld, const char *name, int ndim, int64_t d0,
     if (!rc) ld->n_params += n;
     free(tmp);
     return rc;
+}
+
+static int ds_read(struct ds_loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, void **out,
+                   void *into, size_t into_off) {
+    int64_t want[2] = {d0, d1};
+    return ds_read_shape(ld, name, ndim, want, out, into, into_off);
 }
 
 /* gate_proj and up_proj into one (2F, C) buffer, down_proj (C, F) */
@@ -151,7 +162,20 @@ static int ds_read_layer(struct ds_loader *ld, const struct ds_config *c, int l,
         rc = dtype_convert_to_f32(y->router_bias, t->data, t->dtype, (size_t)c->n_routed);
         ld->n_params += (size_t)c->n_routed;
     }
-    for (int e = 0; !rc && e < c->n_routed; e++) {
+    snprintf(name, sizeof name, "%s.experts.gate_up_proj", p);
+    if (!rc && st_set_find(&ld->set, name, NULL)) {  /* the fused layout of transformers 5.x */
+        size_t es = dtype_size(ld->ops->act_dtype), per = (size_t)2 * c->F_moe * c->C;
+        int64_t gs[3] = {c->n_routed, 2 * c->F_moe, c->C}, dsz[3] = {c->n_routed, c->C, c->F_moe};
+        rc = ds_read_shape(ld, name, 3, gs, &y->experts_gu, NULL, 0);
+        snprintf(name, sizeof name, "%s.experts.down_proj", p);
+        if (!rc) rc = ds_read_shape(ld, name, 3, dsz, &y->experts_down, NULL, 0);
+        for (int e = 0; !rc && e < c->n_routed; e++) {
+            y->experts[e].gu = (char *)y->experts_gu + (size_t)e * per * es;
+            y->experts[e].down = (char *)y->experts_down + (size_t)e * per / 2 * es;
+            y->experts[e].F = c->F_moe;
+        }
+    }
+    for (int e = 0; !rc && !y->experts_gu && e < c->n_routed; e++) {
         char ep[300];
         snprintf(ep, sizeof ep, "%s.experts.%d", p, e);
         rc = ds_read_mlp(ld, ep, c->C, c->F_moe, &y->experts[e]);
@@ -275,7 +299,9 @@ void ds_free(struct ds_model *m) {
             if (bufs[i]) ops->free(bufs[i]);
         ds_free_mlp(ops, &y->dense);
         ds_free_mlp(ops, &y->shared);
-        for (int e = 0; y->experts && e < m->cfg.n_routed; e++) ds_free_mlp(ops, &y->experts[e]);
+        if (y->experts_gu) ops->free(y->experts_gu);
+        if (y->experts_down) ops->free(y->experts_down);
+        for (int e = 0; y->experts && !y->experts_gu && e < m->cfg.n_routed; e++) ds_free_mlp(ops, &y->experts[e]);
         free(y->experts);
         free(y->router_bias);
     }

@@ -2,11 +2,12 @@
 """PyTorch reference for the DeepSeek teacher (SPEC §1), independent of the C code.
 
   deepseek_ref.py write DIR FLAVOUR SEED [--fp8] [--shards N] [--drop NAME] [--extra]
-                        [--reshape NAME]
+                        [--reshape NAME] [--fused]
       writes a random checkpoint: config.json + model.safetensors (or shards with
       model.safetensors.index.json). FLAVOUR: v3 (q_lora, sigmoid, noaux_tc with groups,
       YaRN with mscale, rope_parameters dialect), v2 (no q_lora, softmax, greedy,
       top-level rope_scaling dialect, tied), v2g (v2 with group_limited_greedy).
+      --fused stores the experts as transformers 5.x does (gate_up_proj, down_proj 3-D).
       --fp8 stores the matrices as float8_e4m3fn bytes with 128x128 weight_scale_inv.
   deepseek_ref.py logits DIR IDS OUT
       reads DIR back (its own safetensors reader and FP8 decoder from the bit layout),
@@ -137,6 +138,21 @@ def cmd_write(d, flavour, seed, opts):
             tensors[name] = ("F16", shape, t.half().numpy().tobytes())
         else:
             tensors[name] = ("F32", shape, t.float().numpy().tobytes())
+    if opts["fused"]:  # transformers 5.x layout: experts.gate_up_proj (E, 2F, C), experts.down_proj (E, C, F)
+        for l in range(c["first_k_dense_replace"], c["num_hidden_layers"]):
+            m, E = f"model.layers.{l}.mlp.experts", c["n_routed_experts"]
+            F, C = c["moe_intermediate_size"], c["hidden_size"]
+
+            def take(k):
+                dt, shape, raw = tensors.pop(k)
+                assert dt == "F32" or dt == "BF16" or dt == "F16"
+                tt = {"F32": torch.float32, "F16": torch.float16}.get(dt)
+                x = torch.frombuffer(bytearray(raw), dtype=tt or torch.int16)
+                return (x if tt else x.view(torch.bfloat16)).float().reshape(shape)
+            gu = torch.stack([torch.cat([take(f"{m}.{e}.gate_proj.weight"), take(f"{m}.{e}.up_proj.weight")]) for e in range(E)])
+            dn = torch.stack([take(f"{m}.{e}.down_proj.weight") for e in range(E)])
+            tensors[m + ".gate_up_proj"] = ("F32", (E, 2 * F, C), gu.numpy().tobytes())
+            tensors[m + ".down_proj"] = ("F32", (E, C, F), dn.numpy().tobytes())
     for name in opts["drop"]:
         tensors.pop(name, None)
     if opts["extra"]:
@@ -192,6 +208,12 @@ def read_checkpoint(d):
             out[k] = torch.frombuffer(bytearray(b), dtype=torch.int16).view(torch.bfloat16).reshape(shape).double()
         else:
             out[k] = torch.frombuffer(bytearray(b), dtype=DT[dt][0]).reshape(shape).double()
+    for k in [k for k in out if k.endswith("experts.gate_up_proj")]:
+        m, gu, dn = k[:-len(".gate_up_proj")], out.pop(k), out.pop(k[:-len("gate_up_proj")] + "down_proj")
+        F = gu.shape[1] // 2
+        for e in range(gu.shape[0]):
+            out[f"{m}.{e}.gate_proj.weight"], out[f"{m}.{e}.up_proj.weight"] = gu[e, :F], gu[e, F:]
+            out[f"{m}.{e}.down_proj.weight"] = dn[e]
     return out
 
 
@@ -337,7 +359,7 @@ def cmd_logits(d, ids_file, out):
 def main():
     a = sys.argv[1:]
     if a and a[0] == "write":
-        opts = {"fp8": "--fp8" in a, "extra": "--extra" in a, "shards": 1, "drop": [], "reshape": []}
+        opts = {"fp8": "--fp8" in a, "extra": "--extra" in a, "fused": "--fused" in a, "shards": 1, "drop": [], "reshape": []}
         for i, v in enumerate(a):
             if v == "--shards":
                 opts["shards"] = int(a[i + 1])

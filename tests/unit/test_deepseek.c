@@ -112,6 +112,7 @@ static void test_v2_logits(void **state) { (void)state; check_against_torch("v2"
 static void test_v2_group_limited_logits(void **state) { (void)state; check_against_torch("v2g", ""); }
 static void test_v3_fp8_sharded_logits(void **state) { (void)state; check_against_torch("v3", "--fp8 --shards 3"); }
 static void test_v2_fp8_logits(void **state) { (void)state; check_against_torch("v2", "--fp8"); }
+static void test_v3_fused_experts_logits(void **state) { (void)state; check_against_torch("v3", "--fused --shards 2"); }
 
 /* token-by-token decoding with the c / k_pe cache gives the logits of one full pass */
 static void test_cache_equals_full_pass(void **state) {
@@ -258,6 +259,7 @@ int main(void) {
         cmocka_unit_test(test_v2_group_limited_logits),
         cmocka_unit_test(test_v3_fp8_sharded_logits),
         cmocka_unit_test(test_v2_fp8_logits),
+        cmocka_unit_test(test_v3_fused_experts_logits),
         cmocka_unit_test(test_cache_equals_full_pass),
         cmocka_unit_test(test_bad_checkpoints),
     };
