@@ -36,6 +36,8 @@ int tok_added_load(struct tokenizer *t, const json_t *arr, const char *where, in
         a->rstrip = json_is_true(json_object_get(e, "rstrip"));
         a->single_word = json_is_true(json_object_get(e, "single_word"));
         if (a->id > *max_id) *max_id = a->id;
+        a->match = a->content;
+        a->match_len = a->len;
     }
     return 0;
 }
@@ -44,8 +46,8 @@ static const struct tokenizer *sort_ctx;
 static int by_first_byte_then_longest(const void *x, const void *y)
 {
     const struct tok_added *a = &sort_ctx->added[*(const int32_t *)x], *b = &sort_ctx->added[*(const int32_t *)y];
-    if ((uint8_t)a->content[0] != (uint8_t)b->content[0]) return (uint8_t)a->content[0] - (uint8_t)b->content[0];
-    if (a->len != b->len) return a->len > b->len ? -1 : 1;
+    if ((uint8_t)a->match[0] != (uint8_t)b->match[0]) return (uint8_t)a->match[0] - (uint8_t)b->match[0];
+    if (a->match_len != b->match_len) return a->match_len > b->match_len ? -1 : 1;
     return *(const int32_t *)x - *(const int32_t *)y;
 }
 
@@ -55,22 +57,53 @@ static int build_set(struct tokenizer *t, struct tok_added_set *s, int normalize
     s->idx = malloc((t->n_added + 1) * sizeof *s->idx);
     if (!s->idx) return sushi_error(SUSHI_ENOMEM, "tokenizer: out of memory");
     for (int i = 0; i < t->n_added; i++)
-        if (t->added[i].normalized == normalized) s->idx[n++] = i;
+        if (t->added[i].normalized == normalized && t->added[i].match_len > 0) s->idx[n++] = i;
     sort_ctx = t;   /* load runs on one thread */
     qsort(s->idx, n, sizeof *s->idx, by_first_byte_then_longest);
     int k = 0;
     for (int b = 0; b <= 256; b++) {
         s->start[b] = k;
-        while (b < 256 && k < n && (uint8_t)t->added[s->idx[k]].content[0] == b) k++;
+        while (b < 256 && k < n && (uint8_t)t->added[s->idx[k]].match[0] == b) k++;
     }
     return 0;
 }
 
-/* After the vocabulary: marks added ids, names ids the vocabulary lacks, builds sets. */
+/* HF matches a normalized token by its content passed through the normalizers. */
+static int normalize_content(const struct tokenizer *t, struct tok_added *a)
+{
+    struct tok_work w = {0};
+    size_t off;
+    int rc = tok_work_append(&w, a->content, a->len, &off);
+    if (!rc) rc = tok_work_push(&w, 0, a->len, -1);
+    if (!rc && !(w.md = pcre2_match_data_create(1, NULL))) rc = sushi_error(SUSHI_ENOMEM, "tokenizer: out of memory");
+    for (int i = 0; !rc && i < t->n_norm; i++) rc = tok_step_apply(&t->norm[i], &w);
+    size_t total = 0;
+    for (size_t i = 0; i < w.n; i++) total += w.p[i].len;
+    if (!rc && !(a->match = malloc(total + 1))) rc = sushi_error(SUSHI_ENOMEM, "tokenizer: out of memory");
+    for (size_t i = 0; !rc && i < w.n; i++) {
+        memcpy(a->match + a->match_len, w.buf + w.p[i].off, w.p[i].len);
+        a->match_len += w.p[i].len;
+    }
+    pcre2_match_data_free(w.md);
+    free(w.buf);
+    free(w.p);
+    return rc;
+}
+
+/* After the vocabulary and normalizers: marks added ids, names ids the vocabulary lacks, builds sets. */
 int tok_added_index(struct tokenizer *t)
 {
     for (int i = 0; i < t->n_added; i++) {
         struct tok_added *a = &t->added[i];
+        if (a->normalized && t->n_norm) {
+            a->match = NULL;
+            a->match_len = 0;
+            int rc = normalize_content(t, a);
+            if (rc) return rc;
+        }
+        /* as HF: a token already in the vocabulary keeps its vocabulary id */
+        int32_t v = tok_vocab_find(t, a->content, a->len);
+        if (v >= 0) a->id = v;
         t->id_added[a->id] = 1;
         t->id_special[a->id] = a->special;
         if (!t->id_tok[a->id]) {
@@ -136,7 +169,7 @@ static int find_match(const struct tokenizer *t, const struct tok_added_set *set
         uint8_t b = (uint8_t)s[i];
         for (int k = set->start[b]; k < set->start[b + 1]; k++) {
             const struct tok_added *a = &t->added[set->idx[k]];
-            if (a->len <= n - i && !memcmp(s + i, a->content, a->len)) {
+            if (a->match_len <= n - i && !memcmp(s + i, a->match, a->match_len)) {
                 *at = i;
                 return set->idx[k];
             }
@@ -162,7 +195,7 @@ int tok_added_split(const struct tokenizer *t, const struct tok_added_set *set, 
         int k;
         while (!rc && (k = find_match(t, set, s, n, from, &at)) >= 0) {
             const struct tok_added *a = &t->added[k];
-            size_t start = at, stop = at + a->len;
+            size_t start = at, stop = at + a->match_len;
             from = stop;
             if (a->single_word) {
                 int left_word = start > 0 && is_word_char(s + prev_char(s, start), start - prev_char(s, start));

@@ -55,6 +55,8 @@ struct tok_step {
 struct tok_added {
     char *content;
     size_t len;
+    char *match;                      /* what is matched: content, normalized if normalized */
+    size_t match_len;
     int32_t id;
     uint8_t special, normalized, lstrip, rstrip, single_word;
 };

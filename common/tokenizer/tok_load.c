@@ -400,8 +400,8 @@ int tok_load(struct tokenizer **out, const char *path)
     if (!rc && !json_is_object(root)) rc = sushi_error(SUSHI_EFORMAT, "%s: expected a JSON object", path);
     if (!rc) rc = tok_added_load(t, json_object_get(root, "added_tokens"), path, &added_max);
     if (!rc) rc = load_model(t, json_object_get(root, "model"), path, added_max);
-    if (!rc) rc = tok_added_index(t);
     if (!rc) rc = load_normalizer(t, json_object_get(root, "normalizer"), path);
+    if (!rc) rc = tok_added_index(t);
     json_t *pre = json_object_get(root, "pre_tokenizer");
     if (!rc && pre && !json_is_null(pre)) rc = load_pretok(t, pre, path, &bytelevel);
     if (!rc) rc = load_post(t, json_object_get(root, "post_processor"), path);
@@ -476,7 +476,10 @@ void tok_free(struct tokenizer *t)
     free(t->pair_key);
     free(t->pair_rank);
     free(t->pair_new);
-    for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
+    for (int i = 0; i < t->n_added; i++) {
+        if (t->added[i].match != t->added[i].content) free(t->added[i].match);
+        free(t->added[i].content);
+    }
     free(t->added);
     free(t->raw_set.idx);
     free(t->norm_set.idx);

@@ -12,7 +12,7 @@ int tok_re_compile(pcre2_code **out, const char *pattern, int literal, const cha
 {
     int err;
     PCRE2_SIZE at;
-    uint32_t opt = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opt = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opt, &err, &at, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
@@ -28,11 +28,15 @@ int tok_re_compile(pcre2_code **out, const char *pattern, int literal, const cha
 int tok_work_append(struct tok_work *w, const char *s, size_t n, size_t *off)
 {
     if (w->len + n + 1 > w->cap) {
+        /* s may point into w->buf itself (a piece copied to the end) */
+        int inside = w->buf && s >= w->buf && s < w->buf + w->cap;
+        size_t s_off = inside ? (size_t)(s - w->buf) : 0;
         size_t nc = (w->len + n + 1) * 2;
         char *p = realloc(w->buf, nc);
         if (!p) return sushi_error(SUSHI_ENOMEM, "tokenizer: out of memory for %zu bytes", nc);
         w->buf = p;
         w->cap = nc;
+        if (inside) s = p + s_off;
     }
     if (n) memcpy(w->buf + w->len, s, n);
     *off = w->len;
@@ -131,6 +135,15 @@ static int find_parts(const struct tok_step *st, pcre2_match_data *md, const cha
     return 0;
 }
 
+static void reverse_parts(struct part *v, size_t n)
+{
+    for (size_t i = 0; i < n / 2; i++) {
+        struct part x = v[i];
+        v[i] = v[n - 1 - i];
+        v[n - 1 - i] = x;
+    }
+}
+
 /* SplitDelimiterBehavior: rewrites the parts in place into the kept spans (m unused). */
 static void apply_behavior(enum tok_behavior b, struct parts *p)
 {
@@ -157,20 +170,17 @@ static void apply_behavior(enum tok_behavior b, struct parts *p)
             prev_match = p->v[i].m;
         }
         break;
-    case TOK_MERGED_NEXT: {
-        /* folded from the end, as HF does, then the kept spans are in reverse */
-        for (size_t i = p->n; i-- > 0;) {
+    case TOK_MERGED_NEXT:
+        /* HF folds from the end: reverse, merge each match into the part after it,
+         * reverse back */
+        reverse_parts(p->v, p->n);
+        for (size_t i = 0; i < p->n; i++) {
             if (p->v[i].m && !prev_match && k > 0) p->v[k - 1].s = p->v[i].s;
             else p->v[k++] = p->v[i];
             prev_match = p->v[i].m;
         }
-        for (size_t i = 0; i < k / 2; i++) {
-            struct part x = p->v[i];
-            p->v[i] = p->v[k - 1 - i];
-            p->v[k - 1 - i] = x;
-        }
+        reverse_parts(p->v, k);
         break;
-    }
     }
     p->n = k;
 }
