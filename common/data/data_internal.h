@@ -18,9 +18,13 @@ struct data_record {
     uint32_t n_tokens;   /* without the EOS */
 };
 
+/* The first DATA_OPEN_FILES files stay open for the loader's lifetime (pread is
+ * thread-safe), so a batch does not pay an open() per document; others are opened per read. */
+#define DATA_OPEN_FILES 256
 struct data_file {
     char *path;
     int source;
+    int fd;          /* -1 when not kept open */
 };
 
 /* Per-epoch plan: the document order and where each document's tokens start. */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/core/log.h"
 #include "common/data/data_internal.h"
@@ -88,7 +89,10 @@ int data_loader_open(struct data_loader **out, const struct data_config *cfg,
 void data_loader_close(struct data_loader *l) {
     if (!l) return;
     data_plans_free(l);
-    for (size_t i = 0; i < l->n_files; i++) free(l->files[i].path);
+    for (size_t i = 0; i < l->n_files; i++) {
+        if (l->files[i].fd >= 0) close(l->files[i].fd);
+        free(l->files[i].path);
+    }
     free(l->files);
     free(l->records);
     if (l->owned_tok) tok_free(l->owned_tok);

@@ -197,6 +197,7 @@ static int add_file(struct data_loader *l, const char *path, int source) {
     if (!copy) return sushi_error(SUSHI_ENOMEM, "data: out of memory");
     l->files[l->n_files].path = copy;
     l->files[l->n_files].source = source;
+    l->files[l->n_files].fd = l->n_files < DATA_OPEN_FILES ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     l->n_files++;
     return 0;
 }
@@ -283,7 +284,8 @@ int data_record_text(const struct data_loader *l, const struct data_record *r, c
     const char *path = l->files[r->file].path;
     char *buf = malloc((size_t)r->len + 1);
     if (!buf) return sushi_error(SUSHI_ENOMEM, "data: %s:%u: out of memory", path, r->line);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int kept = l->files[r->file].fd;
+    int fd = kept >= 0 ? kept : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         free(buf);
         return sushi_error(SUSHI_EIO, "data: %s: %s", path, strerror(errno));
@@ -295,7 +297,7 @@ int data_record_text(const struct data_loader *l, const struct data_record *r, c
         if (k <= 0) break;
         got += (size_t)k;
     }
-    close(fd);
+    if (fd != kept) close(fd);
     if (got != r->len) {
         free(buf);
         return sushi_error(SUSHI_EIO, "data: %s:%u: file shorter than when indexed", path, r->line);
