@@ -6,7 +6,7 @@ save_pretrained (fp32 safetensors), runs `sushi-teacher score --logits-out` on a
 sequences and compares with HF's logits (eager attention, fp32, CPU):
 ‖sushi − hf‖₂/‖hf‖₂ ≤ 1e-4 per model. Prints one JSON line per model; exit 1 on a miss.
 
-    python3 tests/hf/deepseek_hf.py [--bin build/bin/sushi-teacher] [--work /tmp/sushi-hf]
+    python3 tests/hf/deepseek_hf.py [--bin build/bin/sushi-teacher] [--work /tmp/sushi-hf] [--diag]
 """
 import argparse
 import json
@@ -43,6 +43,18 @@ MODELS = {
         q_lora_rank=24, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=3, n_group=4, topk_group=2,
         routed_scaling_factor=2.0, topk_method="group_limited_greedy", first_k_dense_replace=1,
         rope_parameters=dict(rope_type="default", rope_theta=10000.0))),
+    "v2_no_q_lora_plain_rope": (DeepseekV2Config, DeepseekV2ForCausalLM, dict(
+        q_lora_rank=None, n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=2, n_group=1, topk_group=1,
+        routed_scaling_factor=1.0, topk_method="greedy", first_k_dense_replace=1,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0))),
+    "v2_yarn_q_lora": (DeepseekV2Config, DeepseekV2ForCausalLM, dict(
+        q_lora_rank=24, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1,
+        routed_scaling_factor=1.0, topk_method="greedy", first_k_dense_replace=1,
+        rope_parameters=dict(YARN, mscale=0.707, mscale_all_dim=0.707, factor=2.0,
+                             original_max_position_embeddings=128))),
+    "v2_yarn_mscale_1": (DeepseekV2Config, DeepseekV2ForCausalLM, dict(
+        q_lora_rank=24, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1,
+        routed_scaling_factor=1.0, topk_method="greedy", first_k_dense_replace=1, rope_parameters=YARN)),
 }
 
 SEQS = [[1, 5, 9, 13, 2, 96, 0, 44, 7, 7, 31, 60, 3, 200, 150, 101, 17],
@@ -80,6 +92,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build/bin/sushi-teacher")
     ap.add_argument("--work", default="/tmp/sushi-hf")
+    ap.add_argument("--diag", action="store_true", help="also print HF's RoPE frequencies and softmax scale")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     ids_path = os.path.join(a.work, "ids.txt")
@@ -103,6 +116,11 @@ def main():
                 ref = torch.cat([model(torch.tensor([s])).logits[0].double().reshape(-1) for s in SEQS])
             err = float((got - ref).norm() / ref.norm()) if got.numel() == ref.numel() else float("inf")
             res.update(rel_l2=err, positions=sum(map(len, SEQS)), ok=err <= 1e-4)
+            if a.diag:  # what HF computes for RoPE and the softmax scale
+                rot = model.model.rotary_emb
+                res.update(attn_scaling=float(model.model.layers[0].self_attn.scaling),
+                           rope_attention_scaling=float(rot.attention_scaling),
+                           inv_freq=[float(v) for v in rot.inv_freq])
             worst = max(worst, err)
             failed |= not err <= 1e-4
         except Exception as e:  # report and continue with the next model
