@@ -52,6 +52,7 @@ static int append_lossy(struct tok_work *w, const char *s, size_t n)
 
 static int ids_push(int32_t **ids, size_t *n, size_t *cap, const int32_t *v, size_t k)
 {
+    if (k == 0) return 0;
     if (*n + k > *cap) {
         size_t nc = (*n + k) * 2 + 16;
         int32_t *p = realloc(*ids, nc * sizeof *p);

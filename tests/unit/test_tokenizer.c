@@ -348,6 +348,7 @@ static void test_pipelines(void **state)
     rng_state = 99;
     size_t nt = 300;
     struct text *tx = random_texts(nt, 0);
+    for (size_t i = 0; i < N_VARIED; i++) free((char *)tx[i].s);
     memcpy(tx, varied, N_VARIED * sizeof *tx);   /* the varied texts first (not freed) */
     char path[128], pre[600];
     for (int v = 0; v < 12; v++) {
