@@ -28,8 +28,14 @@
  * Needle rows (SPEC §5). With share p > 0, K = round(1/p): in every block of K rows of an
  * epoch exactly one row (at a seeded position) is a passkey sample: a preamble, filler
  * sentences with "The pass key is NNNNN. Remember it." at a seeded depth, the question,
- * and the answer, which answer_mask marks. Needle rows are inserted, not substituted, so
- * every text token of the epoch is still delivered exactly once. */
+ * and the answer, which answer_mask marks, then EOS; the rest of the row is EOS padding
+ * (targets -1, doc_ids 1). Needle rows are inserted, not substituted, so every text
+ * token of the epoch is still delivered exactly once.
+ *
+ * Corrupt input (bad JSON, a missing or non-string text field, invalid UTF-8, an
+ * unreadable file) is found while opening: the record is skipped with one warning naming
+ * FILE:LINE and the cause, and counted (data_stats.errors). An epoch's last partial
+ * batch is dropped. */
 #ifndef SUSHI_DATA_H
 #define SUSHI_DATA_H
 
@@ -65,7 +71,8 @@ struct data_config {
     int threads;                /* worker threads (stream and indexing) */
     int prefetch;               /* bounded queue: batches produced ahead of the consumer */
     double needle_share;        /* share of rows that are passkey samples (0 disables) */
-    int max_consecutive_errors; /* corrupt records in a row before the loader gives up */
+    int max_consecutive_errors; /* opening fails when a run of corrupt records exceeds this
+                                   (0: any corrupt record is fatal); each is logged and counted */
     long long epoch_docs;       /* documents per epoch (0: all documents of all sources) */
     int max_doc_bytes;          /* longer documents are cut (see above) */
     char *tokenizer;            /* tokenizer.json path (NULL: set data_tokenizer yourself) */
