@@ -317,7 +317,10 @@ int cuda_attention_forward(void *out, float *lse, const void *q, const void *k, 
     int rc = attention_check(s, "attention_forward");
     if (rc) return rc;
     CUDA_REQUIRE(out && lse && q && k && v, "cuda: attention_forward: NULL pointer");
-    if (!getenv("SUSHI_ATTN_SIMPLE") && (rc = cuda_attention_forward_mma(out, lse, q, k, v, s)) <= 0) return rc;
+    if (!getenv("SUSHI_ATTN_SIMPLE")) {
+        if ((rc = cuda_attention_forward_fast(out, lse, q, k, v, s)) <= 0) return rc;
+        if ((rc = cuda_attention_forward_mma(out, lse, q, k, v, s)) <= 0) return rc;
+    }
     size_t smem = sizeof(float) * ((size_t)ATT_BQ * s->dqk + ATT_BK * (s->dqk + 1) + ATT_BK * s->dv);
     if ((rc = attention_smem(attention_forward_kernel, smem, "attention_forward smem"))) return rc;
     dim3 grid((s->T + ATT_BQ - 1) / ATT_BQ, s->B * s->H);

@@ -146,7 +146,8 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         l = l * corr + sum;
         m = mn;
         float *orow = Os + row * ldo;
-        for (int d = half; d < dv; d += 2) orow[d] *= corr;
+        if (!__all_sync(0xffffffffu, corr == 1.0f))  /* the running max rarely moves late on */
+            for (int d = half; d < dv; d += 2) orow[d] *= corr;
         __syncwarp();
         /* O_w[16, dv] += P_w · V */
         warp_mma_acc(Os + warp * 16 * ldo, ldo, Ps + warp * 16 * ldp, ldp, Vs, ldv, dv);

@@ -76,7 +76,10 @@ int cuda_swiglu_forward(void *out, const void *h, int N, int F);
 int cuda_swiglu_backward(void *dh, const void *dout, const void *h, int N, int F);
 int cuda_attention_forward(void *out, float *lse, const void *q, const void *k, const void *v,
                            const struct attn_shape *s);
-/* tensor-core forward; 1 when the head dims do not suit it */
+/* register-resident mma.sync forward for dqk = dv ∈ {64, 128}; 1 when it does not apply */
+int cuda_attention_forward_fast(void *out, float *lse, const void *q, const void *k, const void *v,
+                                const struct attn_shape *s);
+/* tensor-core (WMMA) forward; 1 when the head dims do not suit it */
 int cuda_attention_forward_mma(void *out, float *lse, const void *q, const void *k, const void *v,
                                const struct attn_shape *s);
 /* tensor-core dq/dk/dv given delta = Σ dout⊙out [B,H,T]; 1 when the dims do not suit it */
