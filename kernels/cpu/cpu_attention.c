@@ -4,8 +4,8 @@
  * of its rows, so the masked upper triangle (and what lies before a sliding window) is
  * never computed. Forward runs one task per (batch, head). Backward recomputes P from
  * the saved log-sum-exp and runs one task per (batch, kv head), so the dK/dV sums over
- * the heads of a group stay inside one thread. GEMMs are OpenBLAS calls on one thread
- * each (the pool supplies the parallelism). */
+ * the heads of a group stay inside one thread. GEMMs are single-threaded OpenBLAS calls
+ * (the pool supplies the parallelism). */
 #include <math.h>
 #include <string.h>
 
@@ -160,14 +160,6 @@ static int att_check(const char *op, const struct attn_shape *s) {
     return 0;
 }
 
-/* OpenBLAS runs single-threaded inside the pool's tasks, and gets its count back after */
-static void att_run(size_t tasks, cpu_range_fn fn, struct att_ctx *c) {
-    int threads = cpu_pool_threads();
-    if (threads > 1) openblas_set_num_threads(1);
-    cpu_parallel_for(tasks, 1, fn, c);
-    if (threads > 1) openblas_set_num_threads(threads);
-}
-
 int cpu_attention_forward(void *out, float *lse, const void *q, const void *k, const void *v,
                           const struct attn_shape *s) {
     int rc = att_check("attention_forward", s);
@@ -175,7 +167,7 @@ int cpu_attention_forward(void *out, float *lse, const void *q, const void *k, c
     if (s->B == 0 || s->T == 0) return 0;
     if (!out || !lse || !q || !k || !v) return sushi_error(SUSHI_EINVAL, "cpu: attention_forward: NULL pointer");
     struct att_ctx c = {.s = s, .q = q, .k = k, .v = v, .o = out, .lse = lse};
-    att_run((size_t)s->B * s->H, att_fwd_range, &c);
+    cpu_parallel_for((size_t)s->B * s->H, 1, att_fwd_range, &c);
     return c.rc ? sushi_error(c.rc, "cpu: attention_forward: scratch for T=%d: out of memory", s->T) : 0;
 }
 
@@ -189,6 +181,6 @@ int cpu_attention_backward(void *dq, void *dk, void *dv, const void *dout, const
         return sushi_error(SUSHI_EINVAL, "cpu: attention_backward: NULL pointer");
     struct att_ctx c = {.s = s, .q = q, .k = k, .v = v, .out = out, .dout = dout, .lse_in = lse,
                         .dq = dq, .dk = dk, .dv = dv};
-    att_run((size_t)s->B * s->G, att_bwd_range, &c);
+    cpu_parallel_for((size_t)s->B * s->G, 1, att_bwd_range, &c);
     return c.rc ? sushi_error(c.rc, "cpu: attention_backward: scratch for T=%d: out of memory", s->T) : 0;
 }

@@ -88,6 +88,32 @@ static int cpu_scale(void *x, float alpha, size_t n) { return ew_run("scale", x,
 
 /* ---- matmul ---- */
 
+#define MM_SPLIT_FLOPS (1 << 22)   /* below this a matmul runs on one thread */
+#define MM_MIN_ROWS 32             /* rows (or columns) of C per thread at least */
+
+struct mm_ctx {
+    float *c;
+    const float *a, *b;
+    int m, n, k, ta, tb, lda, ldb, ldc, split_rows;
+    float alpha, beta;
+};
+
+/* C rows [r0, r1) (or columns, when split_rows is 0) on this thread, OpenBLAS single-threaded */
+static void mm_range(void *p, size_t r0, size_t r1, int thread) {
+    const struct mm_ctx *x = p;
+    const int i0 = (int)r0, cnt = (int)(r1 - r0);
+    (void)thread;
+    if (x->split_rows) {
+        const float *a = x->ta ? x->a + i0 : x->a + (size_t)i0 * x->lda;
+        cblas_sgemm(CblasRowMajor, x->ta ? CblasTrans : CblasNoTrans, x->tb ? CblasTrans : CblasNoTrans, cnt,
+                    x->n, x->k, x->alpha, a, x->lda, x->b, x->ldb, x->beta, x->c + (size_t)i0 * x->ldc, x->ldc);
+    } else {
+        const float *b = x->tb ? x->b + (size_t)i0 * x->ldb : x->b + i0;
+        cblas_sgemm(CblasRowMajor, x->ta ? CblasTrans : CblasNoTrans, x->tb ? CblasTrans : CblasNoTrans, x->m,
+                    cnt, x->k, x->alpha, x->a, x->lda, b, x->ldb, x->beta, x->c + i0, x->ldc);
+    }
+}
+
 int cpu_matmul(void *c, const void *a, const void *b, int m, int n, int k, int trans_a,
                int trans_b, float alpha, float beta, int lda, int ldb, int ldc) {
     if (m < 0 || n < 0 || k < 0)
@@ -110,8 +136,15 @@ int cpu_matmul(void *c, const void *a, const void *b, int m, int n, int k, int t
         }
         return 0;
     }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    /* The pool splits C into slabs, one single-threaded OpenBLAS call each: on few cores
+     * this beats OpenBLAS's own threading, whose idle workers spin between calls. */
+    struct mm_ctx x = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, m >= n, alpha, beta};
+    if (2.0 * m * n * k < MM_SPLIT_FLOPS) {
+        x.split_rows = 1;
+        mm_range(&x, 0, (size_t)m, 0);
+    } else {
+        cpu_parallel_for((size_t)(x.split_rows ? m : n), MM_MIN_ROWS, mm_range, &x);
+    }
     return 0;
 }
 

@@ -1,7 +1,8 @@
 /* The CPU backend's thread pool: persistent workers that split a range into one
  * contiguous piece per thread, plus per-thread scratch buffers that only grow.
  * The thread count comes from ops_cpu_set_threads(), else SUSHI_THREADS, else the
- * number of online cores; OpenBLAS is given the same count. */
+ * number of online cores. OpenBLAS stays single-threaded: the pool calls it from
+ * each thread (cpu_ops.c), and its own idle workers would spin against ours. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,7 @@ static void stop_workers_locked(void) {
 static void start_workers_locked(void) {
     if (pool.threads == 0) {
         pool.threads = default_threads();
-        openblas_set_num_threads(pool.threads);
+        openblas_set_num_threads(1);
     }
     while (pool.nworkers < pool.threads - 1) {
         spawn_generation[pool.nworkers + 1] = pool.generation;
@@ -116,7 +117,7 @@ int cpu_pool_threads(void) {
     pthread_mutex_lock(&pool.lock);
     if (pool.threads == 0) {
         pool.threads = default_threads();
-        openblas_set_num_threads(pool.threads);
+        openblas_set_num_threads(1);
     }
     int n = pool.threads;
     pthread_mutex_unlock(&pool.lock);
@@ -130,7 +131,7 @@ void cpu_pool_set_threads(int n) {
     pthread_mutex_lock(&pool.lock);
     stop_workers_locked();
     pool.threads = n;
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1);
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool.dispatch);
 }

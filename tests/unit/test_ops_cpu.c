@@ -313,6 +313,8 @@ static void test_against_torch(void **st) {
         for (int tb = 0; tb < 2; tb++) {
             case_matmul(&d, 7, 33, 13, ta, tb, 0.7f, 0.3f, 3);
             case_matmul(&d, 64, 48, 40, ta, tb, 1.0f, 0.0f, 0);
+            case_matmul(&d, 300, 70, 150, ta, tb, 0.5f, 1.0f, 2);   /* split over rows of C */
+            case_matmul(&d, 70, 301, 150, ta, tb, 1.0f, -0.5f, 0);  /* split over columns */
         }
     case_elementwise(&d, 100003);
     case_embedding(&d, 97, 13, 33);
