@@ -194,9 +194,9 @@ int ds_config_parse(struct ds_config *c, const json_t *root, const char *where) 
         return sushi_error(SUSHI_EINVAL, "%s: noaux_tc needs at least 2 experts per group", where);
     if (c->rope % 2) return sushi_error(SUSHI_EINVAL, "%s: qk_rope_head_dim must be even", where);
     c->attn_scale = (float)(1.0 / sqrt((double)(c->nope + c->rope)));
-    /* HF V3 multiplies the softmax scale by mscale(factor, mscale_all_dim)², with the raw
-     * factor; HF V2 does not (the original V2 code does) */
-    if (c->family == DS_V3 && c->yarn.on && c->yarn.mscale_all_dim != 0) {
+    /* HF (V3 and, in transformers 5.17, V2 too) multiplies the softmax scale by
+     * mscale(factor, mscale_all_dim)² with the raw `factor` when YaRN is on */
+    if (c->yarn.on && c->yarn.mscale_all_dim != 0) {
         double m = yarn_mscale(c->yarn.factor, c->yarn.mscale_all_dim);
         c->attn_scale = (float)(c->attn_scale * m * m);
     }

@@ -271,7 +271,7 @@ def forward(c, W, ids):
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None]
     cos, sin = ang.cos() * af, ang.sin() * af
     scale = (nope + rope) ** -0.5
-    if v3 and rp.get("rope_type", rp.get("type")) == "yarn" and rp.get("mscale_all_dim"):
+    if rp.get("rope_type", rp.get("type")) == "yarn" and rp.get("mscale_all_dim"):  # HF 5.17: V3 and V2
         m = 0.1 * rp["mscale_all_dim"] * math.log(rp["factor"]) + 1.0 if rp["factor"] > 1 else 1.0
         scale *= m * m
     eps = c["rms_norm_eps"]

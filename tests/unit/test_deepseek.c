@@ -115,6 +115,31 @@ static void test_v2_fp8_logits(void **state) { (void)state; check_against_torch(
 static void test_v3_fused_experts_logits(void **state) { (void)state; check_against_torch("v3", "--fused --shards 2"); }
 
 /* token-by-token decoding with the c / k_pe cache gives the logits of one full pass */
+/* sushi inspect's parameter count equals the elements the loader read */
+static void test_describe(void **state) {
+    (void)state;
+    if (!have_torch()) skip();
+    const char *flavours[] = {"v3", "v2"};
+    for (int i = 0; i < 2; i++) {
+        char *dir = ds_fixture(flavours[i], 9, "--fp8");
+        struct ds_model m;
+        assert_int_equal(ds_load(&m, dir, ops_cpu(), 8), 0);
+        json_t *out = json_object();
+        assert_int_equal(deepseek_describe(dir, out), 0);
+        json_t *p = json_object_get(out, "parameters");
+        long long total = json_integer_value(json_object_get(p, "total"));
+        long long active = json_integer_value(json_object_get(p, "active_per_token"));
+        long long expert = json_integer_value(json_object_get(p, "expert"));
+        assert_int_equal(total, (long long)m.n_params);
+        /* 2 MoE layers, each with n_routed − top_k experts idle */
+        assert_int_equal(total - active, 2LL * (m.cfg.n_routed - m.cfg.top_k) * expert);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(out, "architecture"), "moe_layers")), 2);
+        json_decref(out);
+        ds_free(&m);
+        ds_rmdir(dir);
+    }
+}
+
 static void test_cache_equals_full_pass(void **state) {
     (void)state;
     if (!have_torch()) skip();
@@ -195,7 +220,7 @@ static void test_config(void **state) {
     assert_true(fabs(c.attn_scale - pow(192, -0.5) * m * m) < 1e-7);
     assert_true(fabs(m * m - 1.874) < 1e-3);
     assert_true(fabs(c.yarn.attention_factor - 1.0) < 1e-12);
-    /* V2-Lite: q_lora null, softmax greedy; HF's V2 keeps the plain softmax scale */
+    /* V2-Lite: q_lora null, softmax greedy; HF 5.17's V2 also applies mscale(40, 0.707)² */
     assert_int_equal(parse_cfg("{\"model_type\": \"deepseek_v2\", \"q_lora_rank\": null, \"num_experts_per_tok\": 6, "
                                "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, \"mscale\": 0.707, "
                                "\"mscale_all_dim\": 0.707, \"original_max_position_embeddings\": 4096}, "
@@ -203,7 +228,8 @@ static void test_config(void **state) {
     assert_int_equal(c.q_lora, 0);
     assert_int_equal(c.scoring, DS_SOFTMAX);
     assert_int_equal(c.norm_topk, 0);
-    assert_true(fabs(c.attn_scale - pow(192, -0.5)) < 1e-7);
+    double m2 = 0.1 * 0.707 * log(40.0) + 1.0;
+    assert_true(fabs(c.attn_scale - pow(192, -0.5) * m2 * m2) < 1e-7);
     /* unsupported values, by name */
     assert_int_equal(parse_cfg("{\"model_type\": \"deepseek_v3\", \"scoring_func\": \"softmax\"}", &c), SUSHI_EUNSUPPORTED);
     assert_non_null(strstr(sushi_last_error(), "scoring_func"));
@@ -261,6 +287,7 @@ int main(void) {
         cmocka_unit_test(test_v2_fp8_logits),
         cmocka_unit_test(test_v3_fused_experts_logits),
         cmocka_unit_test(test_cache_equals_full_pass),
+        cmocka_unit_test(test_describe),
         cmocka_unit_test(test_bad_checkpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

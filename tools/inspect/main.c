@@ -10,6 +10,7 @@
 #include "common/core/fsutil.h"
 #include "common/core/log.h"
 #include "common/core/safetensors.h"
+#include "models/deepseek/deepseek.h"
 #include "models/student/checkpoint.h"
 #include "tools/inspect/inspect.h"
 
@@ -20,6 +21,8 @@ static const struct {
     inspect_describe_fn describe;
 } inspect_describers[] = {
     {"llama", inspect_describe_llama},
+    {"deepseek_v3", deepseek_describe},
+    {"deepseek_v2", deepseek_describe},
 };
 
 static void usage(FILE *f) {
