@@ -29,7 +29,7 @@ LIBDIR_wire     := common/wire common/transport
 
 EXT_core     := -ljansson -lm
 EXT_config   := -lyaml
-EXT_tok      := -lpcre2-8
+EXT_tok      := -lpcre2-8 -licuuc
 EXT_data     :=
 EXT_kernels  := -lopenblas
 EXT_student  :=

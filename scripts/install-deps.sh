@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(
   build-essential pkg-config clang
-  libopenblas-dev libjansson-dev libyaml-dev libpcre2-dev
+  libopenblas-dev libjansson-dev libyaml-dev libpcre2-dev libicu-dev
   libzmq3-dev libmsgpack-dev libmicrohttpd-dev
   libcmocka-dev
   python3-torch python3-numpy python3-msgpack

@@ -141,13 +141,14 @@ static int is_space_cp(uint32_t c)
            c == 0x205F || c == 0x3000;
 }
 
-/* A word character (\w with Unicode properties), through PCRE2 on one character. */
+/* A word character as Rust's regex \w (UTS #18): Alphabetic, marks, decimal digits,
+ * connector punctuation and the joiners ZWNJ/ZWJ; PCRE2 on one character. */
 static pcre2_code *word_re;
 static void word_re_compile(void)
 {
     int err;
     PCRE2_SIZE at;
-    word_re = pcre2_compile((PCRE2_SPTR) "^\\w$", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &at, NULL);
+    word_re = pcre2_compile((PCRE2_SPTR) "^[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]$", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &at, NULL);
 }
 
 static int is_word_char(const char *s, size_t n)

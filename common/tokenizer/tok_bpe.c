@@ -12,16 +12,13 @@
  * bytes take the code points 256, 257, ... in byte order. */
 static int bytelevel_cp(int b)
 {
-    static int cp[256], ready;
-    if (!ready) {
-        int n = 0;
-        for (int i = 0; i < 256; i++) {
-            int keep = (i >= 33 && i <= 126) || (i >= 161 && i <= 172) || (i >= 174);
-            cp[i] = keep ? i : 256 + n++;
-        }
-        ready = 1;
+    int n = 0;
+    for (int i = 0; i < 256; i++) {
+        int keep = (i >= 33 && i <= 126) || (i >= 161 && i <= 172) || (i >= 174);
+        if (i == b) return keep ? i : 256 + n;
+        n += !keep;
     }
-    return cp[b];
+    return -1;
 }
 
 static size_t utf8_put(char *out, int cp)
@@ -39,6 +36,7 @@ void tok_bytelevel_init(struct tokenizer *t)
     for (int b = 0; b < 256; b++) {
         char s[2];
         int cp = bytelevel_cp(b);
+        t->cp_of_byte[b] = (uint16_t)cp;
         size_t n = utf8_put(s, cp);
         t->byte_id[b] = tok_vocab_find(t, s, n);
         t->byte_of_cp[cp] = (uint8_t)b;
@@ -220,7 +218,7 @@ static int32_t whole_word_id(const struct tokenizer *t, const uint8_t *s, size_t
     char stack[256];
     if (2 * n > sizeof stack) return -1;
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += utf8_put(stack + k, bytelevel_cp(s[i]));
+    for (size_t i = 0; i < n; i++) k += utf8_put(stack + k, t->cp_of_byte[s[i]]);
     return tok_vocab_find(t, stack, k);
 }
 

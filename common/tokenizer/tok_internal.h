@@ -41,6 +41,9 @@ enum tok_step_kind {
     TOK_STEP_PREFIX,      /* ByteLevel add_prefix_space: " " before pieces not starting with one */
     TOK_STEP_PREPEND,     /* normalizer Prepend: `str` before every piece */
     TOK_STEP_REPLACE,     /* normalizer Replace: every match of re becomes `str` */
+    TOK_STEP_ICU,         /* normalizer NFC / NFD / NFKC / NFKD (icu: the ICU normalizer) */
+    TOK_STEP_LOWER,       /* normalizer Lowercase */
+    TOK_STEP_STRIP,       /* normalizer Strip: strip_left / strip_right */
 };
 
 struct tok_step {
@@ -50,6 +53,8 @@ struct tok_step {
     int invert;
     char *str;
     size_t str_len;
+    const void *icu;
+    uint8_t strip_left, strip_right;
 };
 
 struct tok_added {
@@ -97,6 +102,7 @@ struct tokenizer {
     int ignore_merges;
 
     int32_t byte_id[256];             /* id of the one-character token of each byte */
+    uint16_t cp_of_byte[256];         /* the byte-level map: byte -> code point */
     uint8_t byte_of_cp[324];          /* inverse byte-level map by code point; 0 + flag */
     uint8_t cp_is_byte[324];
 
@@ -135,6 +141,10 @@ int tok_work_append(struct tok_work *w, const char *s, size_t n, size_t *off);
 int tok_work_push(struct tok_work *w, size_t off, size_t len, int32_t id);
 /* Applies one normalizer or pre-tokenizer step to every piece without an id. */
 int tok_step_apply(const struct tok_step *s, struct tok_work *w);
+
+/* tok_normalize.c */
+int tok_norm_icu_get(const char *type, const void **out);
+int tok_norm_apply(const struct tok_step *st, struct tok_work *w, struct tok_piece *pc);
 
 /* tok_bpe.c */
 void tok_bytelevel_init(struct tokenizer *t);

@@ -264,6 +264,19 @@ static int load_normalizer(struct tokenizer *t, const json_t *p, const char *whe
         str = json_string_value(json_object_get(p, "content"));
         if ((rc = get_pattern(json_object_get(p, "pattern"), &pat, &literal, where, "Replace"))) return rc;
         if ((rc = tok_re_compile(&s.re, pat, literal, where))) return rc;
+    } else if (!strcmp(type, "NFC") || !strcmp(type, "NFD") || !strcmp(type, "NFKC") || !strcmp(type, "NFKD")) {
+        s.kind = TOK_STEP_ICU;
+        int rc = tok_norm_icu_get(type, &s.icu);
+        return rc ? rc : push_step(&t->norm, &t->n_norm, s, where);
+    } else if (!strcmp(type, "Lowercase")) {
+        s.kind = TOK_STEP_LOWER;
+        return push_step(&t->norm, &t->n_norm, s, where);
+    } else if (!strcmp(type, "Strip")) {
+        s.kind = TOK_STEP_STRIP;
+        json_t *l = json_object_get(p, "strip_left"), *r = json_object_get(p, "strip_right");
+        s.strip_left = !l || json_is_true(l);
+        s.strip_right = !r || json_is_true(r);
+        return push_step(&t->norm, &t->n_norm, s, where);
     } else {
         return sushi_error(SUSHI_EUNSUPPORTED, "%s: normalizer type \"%s\" is not supported", where, type);
     }

@@ -231,6 +231,11 @@ int tok_step_apply(const struct tok_step *st, struct tok_work *w)
         case TOK_STEP_REPLACE:
             rc = replace_piece(st, w, &pc, &parts);
             break;
+        case TOK_STEP_ICU:
+        case TOK_STEP_LOWER:
+        case TOK_STEP_STRIP:
+            rc = tok_norm_apply(st, w, &pc);
+            break;
         case TOK_STEP_SPLIT:
             if ((rc = find_parts(st, w->md, w->buf + pc.off, pc.len, &parts))) break;
             apply_behavior(st->behavior, &parts);

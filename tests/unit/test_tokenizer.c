@@ -56,6 +56,8 @@ static const struct text varied[] = {
     T("https://example.com/path?q=1&r=2#frag user@mail.org C:\\Windows\\system32"),
     T("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
     T("hello Hello hello_world hellohello [R]   x <mask> y  <mask>z ``quoted'' `` 123abc"),
+    T(" \u3000Cafe\xcc\x81 caf\xc3\xa9 \xef\xac\x81ne \xef\xbc\xa1\xef\xbc\xa2 \xce\x9f\xce\x94\xce\xa5\xce\xa3\xce\xa3\xce\x95\xce\xa5\xce\xa3 \xce\xa3 "
+      "\xc4\xb0stanbul \xc7\x85 x\xc2\xb2 \xe2\x84\x8c \xed\x95\x9c\xea\xb5\xad\xec\x96\xb4 \xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab \t\n"),
 };
 #define N_VARIED (sizeof varied / sizeof varied[0])
 
@@ -352,7 +354,7 @@ static void test_pipelines(void **state)
     for (size_t i = 0; i < N_VARIED; i++) free((char *)tx[i].s);
     memcpy(tx, varied, N_VARIED * sizeof *tx);   /* the varied texts first (not freed) */
     char path[128], pre[600];
-    for (int v = 0; v < 12; v++) {
+    for (int v = 0; v < 15; v++) {
         const char *norm = NULL, *post = NULL;
         if (v < 10) {
             snprintf(pre, sizeof pre,
@@ -369,8 +371,15 @@ static void test_pipelines(void **state)
                    "{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"\\\\d+\"},\"content\":\"<n>\"}]}";
             post = TEMPLATE;
         } else {
+            static const char *const norms[] = {
+                "{\"type\":\"Prepend\",\"prepend\":\"~\"}",
+                "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFKC\"},{\"type\":\"Lowercase\"},"
+                "{\"type\":\"Strip\",\"strip_left\":true,\"strip_right\":true}]}",
+                "{\"type\":\"NFD\"}",
+                "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"},{\"type\":\"Strip\",\"strip_left\":false,\"strip_right\":true}]}",
+            };
             snprintf(pre, sizeof pre, "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,\"use_regex\":true}");
-            norm = "{\"type\":\"Prepend\",\"prepend\":\"~\"}";
+            norm = norms[v - 11];
         }
         write_variant(base, norm, pre, post, path, sizeof path);
         struct tokenizer *t = load_or_fail(path);
