@@ -343,9 +343,12 @@ int cuda_attention_backward(void *dq, void *dk, void *dv, const void *dout, cons
                                                                   (const bf16 *)out, *s);
     CUDA_LAUNCHED("attention_backward delta");
 
-    if (!getenv("SUSHI_ATTN_SIMPLE") &&
-        (rc = cuda_attention_backward_mma(dq, dk, dv, dout, (const float *)delta, lse, q, k, v, s)) <= 0)
-        return rc;
+    if (!getenv("SUSHI_ATTN_SIMPLE")) {
+        if ((rc = cuda_attention_backward_fast(dq, dk, dv, dout, (const float *)delta, lse, q, k, v, s)) <= 0)
+            return rc;
+        if ((rc = cuda_attention_backward_mma(dq, dk, dv, dout, (const float *)delta, lse, q, k, v, s)) <= 0)
+            return rc;
+    }
     size_t smem_q = sizeof(float) * ((size_t)ATT_BQ * (s->dqk + s->dv) + ATT_BK * (s->dqk + 1) +
                                      ATT_BK * (s->dv + 1));
     if ((rc = attention_smem(attention_dq_kernel, smem_q, "attention_backward dq smem"))) return rc;

@@ -178,3 +178,195 @@ int cuda_attention_forward_fast(void *out, float *lse, const void *q, const void
     CUDA_LAUNCHED("attention_forward (mma.sync)");
     return 0;
 }
+
+/* ---- backward, head dim 64: dq (query-parallel) and dk/dv (key-parallel) ---- */
+
+/* acc[NB] += A · B where A (16×64, from four 16×8 score blocks per 16 columns) is
+ * rounded to bf16 and B rows are `rows` ([64][LD] in shared, k = row index) */
+template <int D>
+__device__ __forceinline__ void fa_acc_ab(float (*acc)[4], float (*a)[4], const bf16 *rows, int gr, int tq) {
+    constexpr int LD = D + 8, NB = D / 8;
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++) {
+        uint32_t pa[4] = {pack_bf16(a[2 * kb][0], a[2 * kb][1]), pack_bf16(a[2 * kb][2], a[2 * kb][3]),
+                          pack_bf16(a[2 * kb + 1][0], a[2 * kb + 1][1]),
+                          pack_bf16(a[2 * kb + 1][2], a[2 * kb + 1][3])};
+        const bf16 *br = rows + (kb * 16 + 2 * tq) * LD + gr;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            const bf16 *c = br + nb * 8;
+            mma_bf16(acc[nb], pa[0], pa[1], pa[2], pa[3], pair16(c, c + LD), pair16(c + 8 * LD, c + 9 * LD));
+        }
+    }
+}
+
+/* c[8] = A_w(16×D, registers) · rows(64×D, shared)ᵀ */
+template <int D>
+__device__ __forceinline__ void fa_abt(float (*c)[4], const uint32_t (*af)[4], const bf16 *rows, int gr, int tq) {
+    constexpr int LD = D + 8, KB = D / 16;
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) {
+        c[nb][0] = c[nb][1] = c[nb][2] = c[nb][3] = 0.0f;
+        const bf16 *r = rows + (nb * 8 + gr) * LD + 2 * tq;
+#pragma unroll
+        for (int kb = 0; kb < KB; kb++)
+            mma_bf16(c[nb], af[kb][0], af[kb][1], af[kb][2], af[kb][3], ld32(r + kb * 16), ld32(r + kb * 16 + 8));
+    }
+}
+
+/* A fragments of the 16 rows at `w` ([16][LD] in shared) */
+template <int D>
+__device__ __forceinline__ void fa_frags(uint32_t (*f)[4], const bf16 *w, int gr, int tq) {
+    constexpr int LD = D + 8, KB = D / 16;
+#pragma unroll
+    for (int kb = 0; kb < KB; kb++) {
+        f[kb][0] = ld32(w + gr * LD + kb * 16 + 2 * tq);
+        f[kb][1] = ld32(w + (gr + 8) * LD + kb * 16 + 2 * tq);
+        f[kb][2] = ld32(w + gr * LD + kb * 16 + 8 + 2 * tq);
+        f[kb][3] = ld32(w + (gr + 8) * LD + kb * 16 + 8 + 2 * tq);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(FA_WARPS * 32)
+attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *delta,
+                         const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+    constexpr int LD = D + 8, KB = D / 16, NB = D / 8;
+    __shared__ __align__(16) bf16 Ks[FA_BK * LD], Vs[FA_BK * LD];
+    const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
+    const int q0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gr = lane / 4, tq = lane % 4;
+    fa_load<D>(Ks, q, b, q0, s.T, s.q_stride, h);      /* Q and dO pass through the tiles */
+    fa_load<D>(Vs, dout, b, q0, s.T, s.o_stride, h);
+    __syncthreads();
+    uint32_t qf[KB][4], of[KB][4];
+    fa_frags<D>(qf, Ks + warp * 16 * LD, gr, tq);
+    fa_frags<D>(of, Vs + warp * 16 * LD, gr, tq);
+    const int i_row[2] = {q0 + warp * 16 + gr, q0 + warp * 16 + gr + 8};
+    float L2[2], Dl[2], acc[NB][4];
+    for (int r = 0; r < 2; r++) {
+        size_t li = ((size_t)b * s.H + h) * s.T + (i_row[r] < s.T ? i_row[r] : 0);
+        L2[r] = lse[li] * 1.4426950408889634f;
+        Dl[r] = delta[li];
+    }
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.0f;
+    const int q_last = min(q0 + FA_BQ, s.T) - 1;
+    int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
+    const float sl2 = s.scale * 1.4426950408889634f;
+    for (int k0 = (k_first / FA_BK) * FA_BK; k0 <= q_last; k0 += FA_BK) {
+        __syncthreads();
+        fa_load<D>(Ks, k, b, k0, s.T, s.k_stride, g);
+        fa_load<D>(Vs, v, b, k0, s.T, s.v_stride, g);
+        __syncthreads();
+        float sc[8][4], dp[8][4];
+        fa_abt<D>(sc, qf, Ks, gr, tq);
+        fa_abt<D>(dp, of, Vs, gr, tq);
+        const bool full = !s.doc_ids && k0 + FA_BK - 1 <= q0 && (s.window <= 0 || q_last - s.window < k0);
+#pragma unroll
+        for (int nb = 0; nb < 8; nb++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                int r = c >> 1, j = k0 + nb * 8 + 2 * tq + (c & 1);
+                float p = full || fa_visible(s, b, i_row[r], j) ? exp2f(sc[nb][c] * sl2 - L2[r]) : 0.0f;
+                sc[nb][c] = p * (dp[nb][c] - Dl[r]) * s.scale;
+            }
+        fa_acc_ab<D>(acc, sc, Ks, gr, tq);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (i_row[r] >= s.T) continue;
+        bf16 *row = dqo + ((size_t)b * s.T + i_row[r]) * s.q_stride + (size_t)h * D + 2 * tq;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+            *(__nv_bfloat162 *)(row + nb * 8) = __floats2bfloat162_rn(acc[nb][2 * r], acc[nb][2 * r + 1]);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(FA_WARPS * 32)
+attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, const float *delta,
+                          const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+    constexpr int LD = D + 8, KB = D / 16, NB = D / 8;
+    __shared__ __align__(16) bf16 Qs[FA_BK * LD], Os[FA_BK * LD];
+    __shared__ float Ls[FA_BK], Ds[FA_BK];
+    const int bg = blockIdx.y, b = bg / s.G, g = bg % s.G;
+    const int j0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gr = lane / 4, tq = lane % 4;
+    fa_load<D>(Qs, k, b, j0, s.T, s.k_stride, g);      /* K and V pass through the tiles */
+    fa_load<D>(Os, v, b, j0, s.T, s.v_stride, g);
+    __syncthreads();
+    uint32_t kf[KB][4], vf[KB][4];
+    fa_frags<D>(kf, Qs + warp * 16 * LD, gr, tq);
+    fa_frags<D>(vf, Os + warp * 16 * LD, gr, tq);
+    const int j_row[2] = {j0 + warp * 16 + gr, j0 + warp * 16 + gr + 8};
+    float dk[NB][4], dv[NB][4];
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) dk[nb][c] = dv[nb][c] = 0.0f;
+    const int h_first = (g * s.H + s.G - 1) / s.G, h_end = ((g + 1) * s.H + s.G - 1) / s.G;
+    const int j_last = min(j0 + FA_BQ, s.T) - 1;
+    const int i_end = s.window > 0 ? min(s.T, j_last + s.window) : s.T;
+    const float sl2 = s.scale * 1.4426950408889634f;
+    for (int h = h_first; h < h_end; h++) {
+        for (int i0 = (j0 / FA_BK) * FA_BK; i0 < i_end; i0 += FA_BK) {
+            __syncthreads();
+            fa_load<D>(Qs, q, b, i0, s.T, s.q_stride, h);
+            fa_load<D>(Os, dout, b, i0, s.T, s.o_stride, h);
+            for (int r = threadIdx.x; r < FA_BK; r += blockDim.x) {
+                size_t li = ((size_t)b * s.H + h) * s.T + (i0 + r < s.T ? i0 + r : 0);
+                Ls[r] = lse[li] * 1.4426950408889634f;
+                Ds[r] = delta[li];
+            }
+            __syncthreads();
+            float st[8][4], dpt[8][4];   /* Sᵀ and dPᵀ: rows = keys, columns = queries */
+            fa_abt<D>(st, kf, Qs, gr, tq);
+            fa_abt<D>(dpt, vf, Os, gr, tq);
+            const bool full = !s.doc_ids && i0 >= j0 + FA_BQ - 1 && i0 + FA_BK - 1 < s.T &&
+                              (s.window <= 0 || i0 + FA_BK - 1 - s.window < j0);
+#pragma unroll
+            for (int nb = 0; nb < 8; nb++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    int ci = nb * 8 + 2 * tq + (c & 1), j = j_row[c >> 1];
+                    float p = full || (j < s.T && fa_visible(s, b, i0 + ci, j)) ? exp2f(st[nb][c] * sl2 - Ls[ci]) : 0.0f;
+                    st[nb][c] = p;
+                    dpt[nb][c] = p * (dpt[nb][c] - Ds[ci]) * s.scale;
+                }
+            fa_acc_ab<D>(dv, st, Os, gr, tq);
+            fa_acc_ab<D>(dk, dpt, Qs, gr, tq);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int j = j_row[r];
+        if (j >= s.T) continue;
+        bf16 *kr = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * D + 2 * tq;
+        bf16 *vr = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * D + 2 * tq;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            *(__nv_bfloat162 *)(kr + nb * 8) = __floats2bfloat162_rn(dk[nb][2 * r], dk[nb][2 * r + 1]);
+            *(__nv_bfloat162 *)(vr + nb * 8) = __floats2bfloat162_rn(dv[nb][2 * r], dv[nb][2 * r + 1]);
+        }
+    }
+}
+
+int cuda_attention_backward_fast(void *dq, void *dk, void *dv, const void *dout, const float *delta,
+                                 const float *lse, const void *q, const void *k, const void *v,
+                                 const struct attn_shape *s) {
+    if (s->dqk != 64 || s->dv != 64) return 1;
+    if (s->q_stride % 8 || s->k_stride % 8 || s->v_stride % 8 || s->o_stride % 8 ||
+        ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)dout) & 15 ||
+        ((uintptr_t)dq | (uintptr_t)dk | (uintptr_t)dv) & 3)
+        return 1;
+    dim3 grid_q((s->T + FA_BQ - 1) / FA_BQ, s->B * s->H), grid_kv((s->T + FA_BQ - 1) / FA_BQ, s->B * s->G);
+    attention_dq_fast_kernel<64><<<grid_q, FA_WARPS * 32>>>((bf16 *)dq, (const bf16 *)dout, lse, delta,
+                                                            (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *s);
+    CUDA_LAUNCHED("attention_backward dq (mma.sync)");
+    attention_dkv_fast_kernel<64><<<grid_kv, FA_WARPS * 32>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, lse,
+                                                              delta, (const bf16 *)q, (const bf16 *)k,
+                                                              (const bf16 *)v, *s);
+    CUDA_LAUNCHED("attention_backward dk/dv (mma.sync)");
+    return 0;
+}
