@@ -252,6 +252,45 @@ static void check_roundtrip(const struct tokenizer *t, const struct text *tx, si
     }
 }
 
+/* Very long pieces: one CJK run (a single pre-token for DeepSeek), whitespace runs
+ * (the look-ahead alternative), digits, one repeated letter, emoji. */
+static void test_long(void **state)
+{
+    (void)state;
+    if (!have_reference()) { skip(); return; }
+    struct text tx[5];
+    char *cjk = malloc(3 * 30000), *sp = malloc(60001), *dig = malloc(40001), *aa = malloc(80000), *emo = malloc(4 * 20000);
+    rng_state = 3;
+    for (int i = 0; i < 30000; i++) {          /* U+4E00..U+9FA5 */
+        uint32_t c = 0x4E00 + rnd(0x9FA5 - 0x4E00 + 1);
+        cjk[3 * i] = (char)(0xE0 | c >> 12);
+        cjk[3 * i + 1] = (char)(0x80 | (c >> 6 & 0x3F));
+        cjk[3 * i + 2] = (char)(0x80 | (c & 0x3F));
+    }
+    memset(sp, ' ', 60000);
+    sp[60000] = 'x';
+    memset(dig, '7', 40001);
+    memset(aa, 'a', 80000);
+    for (int i = 0; i < 20000; i++) memcpy(emo + 4 * i, "\xf0\x9f\x98\x80", 4);
+    tx[0] = (struct text){cjk, 90000};
+    tx[1] = (struct text){sp, 60001};
+    tx[2] = (struct text){dig, 40001};
+    tx[3] = (struct text){aa, 80000};
+    tx[4] = (struct text){emo, 80000};
+    const char *files[2] = {g_ds, g_gpt2};
+    for (int f = 0; f < 2; f++) {
+        struct tokenizer *t = load_or_fail(files[f]);
+        expect_reference(t, files[f], tx, 5, 0);
+        check_roundtrip(t, tx, 5);
+        tok_free(t);
+    }
+    free(cjk);
+    free(sp);
+    free(dig);
+    free(aa);
+    free(emo);
+}
+
 static void test_roundtrip(void **state)
 {
     (void)state;
@@ -606,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_varied_gpt2),   cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_pipelines),     cmocka_unit_test(test_bpe_files),
         cmocka_unit_test(test_threads),       cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_long),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fs_remove_tree(g_dir);
