@@ -1,7 +1,7 @@
 /* Fused distillation loss (SPEC §2) over bf16 logits [N, vocab_padded]: one block per
  * row streams the vocabulary twice and never stores a softmax.
- *   pass 1: online log-sum-exp of s (CE), of s/T over all ids and over the ids
- *           outside the teacher's top-K (the student's tail bucket), and Σ s (smoothing);
+ *   pass 1: online log-sum-exp of s (CE) and of s/T over the ids outside the teacher's
+ *           top-K (the student's tail bucket, taken directly, not as 1 − Σ), and Σ s;
  *   middle: per-row CE, the (K+1)-bucket divergence and its bucket weights g_b;
  *   pass 2: dlogits = grad_scale·((1−α)(softmax − y′) + α·(q_v/T)(g_b(v) − Σ_b q_b g_b)),
  * where g_b = ∂kd/∂q_b: −T²p_b/q_b (forward KL), T²(log q_b − log p_b + 1) (reverse),
@@ -114,31 +114,35 @@ __global__ void loss_kernel(float *loss, float *ce_out, float *kd_out, bf16 *dlo
     __syncthreads();
 
     /* pass 1 */
-    lse_acc all1 = {-INFINITY, 0.0f}, allT = {-INFINITY, 0.0f}, tailT = {-INFINITY, 0.0f};
+    lse_acc all1 = {-INFINITY, 0.0f}, tailT = {-INFINITY, 0.0f};
     float sum = 0.0f;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
         float x = ld(s + v);
         sum += x;
         lse_push(all1, x);
-        if (K) {
-            lse_push(allT, x * invT);
-            if (!(topk_bits[v / 32] & (1u << (v % 32)))) lse_push(tailT, x * invT);
-        }
+        if (K && !(topk_bits[v / 32] & (1u << (v % 32)))) lse_push(tailT, x * invT);
     }
     all1 = block_lse(all1, sh_lse);
     float lse1 = lse_value(all1);
     sum = block_sum(sum, sh_sum);
-    float lseT = 0.0f, lseTail = -INFINITY;
-    if (K) {
-        lseT = lse_value(block_lse(allT, sh_lse));
-        lseTail = lse_value(block_lse(tailT, sh_lse));
-    }
+    if (K) tailT = block_lse(tailT, sh_lse);
 
     if (threadIdx.x == 0) {
         float ce = lse1 - (1.0f - a.smoothing) * ld(s + y) - a.smoothing / (float)V * sum;
-        float kd = 0.0f, gbar = 0.0f;
+        float kd = 0.0f, gbar = 0.0f, lseT = 0.0f, lq_tail = -INFINITY;
+        if (K) {
+            /* log q_tail from the ratio of the top-K and tail masses (both taken directly),
+             * which stays exact when either bucket is tiny; lseT over all ids */
+            float mref = tailT.m;
+            for (int b = 0; b < K; b++) mref = fmaxf(mref, ld(s + ids[b]) * invT);
+            float s_tail = tailT.m == -INFINITY ? 0.0f : tailT.s * expf(tailT.m - mref), s_top = 0.0f;
+            for (int b = 0; b < K; b++) s_top += expf(ld(s + ids[b]) * invT - mref);
+            lseT = mref + logf(s_tail + s_top);
+            if (s_tail > 0.0f)
+                lq_tail = s_top < s_tail ? -log1pf(s_top / s_tail) : logf(s_tail / (s_tail + s_top));
+        }
         for (int b = 0; b <= K && K; b++) {
-            float lq = b < K ? ld(s + ids[b]) * invT - lseT : lseTail - lseT;
+            float lq = b < K ? ld(s + ids[b]) * invT - lseT : lq_tail;
             float lp = b < K ? a.topk_logprobs[(size_t)n * K + b] : a.tail_logprob[n];
             kd += kd_bucket_term(a.mode, a.jsd_beta, lq, lp);
             g[b] = kd_bucket_grad(a.mode, T2, a.jsd_beta, lq, lp);
