@@ -2,7 +2,10 @@
 /* Attention on the GPU: the CUDA backend's flash-style forward and backward against
  * PyTorch's scaled_dot_product_attention (bench/bench_attention_cuda.py, run in the
  * same command with $SUSHI_PYTHON or python3), causal, bf16, MHA. Prints TFLOP/s
- * (forward 2·2·B·H·T²·D/2 causal flops, backward 2.5× that) and the ratio to PyTorch.
+ * (forward 2·2·B·H·T²·D/2 causal flops, backward 2.5× that) and the ratio to PyTorch
+ * (torch time / sushi time: 1.0 = parity). Before timing, it prints how far the fast
+ * kernels' out/dq/dk/dv are from the plain f32 kernels' (SUSHI_ATTN_SIMPLE) on the
+ * same inputs.
  *   build/bench/bench_attention_cuda [--reps N] [B,T,H,D ...]
  * default shapes: 16,1024,12,64 and 2,8192,12,64. */
 #include <math.h>

@@ -6,7 +6,11 @@
  *             dk/dv kernel (key-parallel, one kv head, looping over the heads of its
  *             group and the query tiles that can see it), so GQA sums need no atomics.
  * Key tiles that the causal/window mask hides entirely are skipped; document masks are
- * applied per element. dq/dk/dv use the strides of q/k/v, dout that of out. */
+ * applied per element. dq/dk/dv use the strides of q/k/v, dout that of out.
+ * Dispatch: the mma.sync kernels (attention_fast_cuda.cu: dqk = dv = 64/128 forward,
+ * 64 backward), else the WMMA kernels (attention_mma_cuda.cu: dims multiple of 16),
+ * else the plain f32 kernels here, which serve any dims ≤ 256 and are the reference
+ * the others are checked against (SUSHI_ATTN_SIMPLE=1 forces them). */
 #include <math.h>
 #include <stdlib.h>
 
