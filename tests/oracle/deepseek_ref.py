@@ -9,6 +9,8 @@
       top-level rope_scaling dialect, tied), v2g (v2 with group_limited_greedy).
       --fused stores the experts as transformers 5.x does (gate_up_proj, down_proj 3-D).
       --fp8 stores the matrices as float8_e4m3fn bytes with 128x128 weight_scale_inv.
+  deepseek_ref.py bench DIR T REPS K [THREADS]
+      prints the reference's scoring throughput in tokens/s (float32, top-K output).
   deepseek_ref.py logits DIR IDS OUT
       reads DIR back (its own safetensors reader and FP8 decoder from the bit layout),
       runs the HF-style math in float64 and writes float32 logits, line after line.
@@ -29,7 +31,7 @@ def flavour_config(name):
              num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=24,
              qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, rms_norm_eps=1e-6,
              max_position_embeddings=256, hidden_act="silu", attention_bias=False)
-    if name == "v3":
+    if name in ("v3", "v3bench"):
         c.update(model_type="deepseek_v3", architectures=["DeepseekV3ForCausalLM"], q_lora_rank=32,
                  n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=3, n_group=4, topk_group=2,
                  routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
@@ -47,6 +49,12 @@ def flavour_config(name):
         if name == "v2g":
             c.update(topk_method="group_limited_greedy", n_group=4, topk_group=2, num_experts_per_tok=3,
                      routed_scaling_factor=1.5)
+    if name == "v3bench":  # a larger V3-flavour config for bench/bench_teacher_cpu
+        c.update(vocab_size=8000, hidden_size=256, intermediate_size=512, moe_intermediate_size=128,
+                 num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, q_lora_rank=128,
+                 kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+                 n_routed_experts=16, num_experts_per_tok=4, max_position_embeddings=4096, head_dim=16,
+                 qk_head_dim=48, rope_parameters=dict(c["rope_parameters"], original_max_position_embeddings=1024))
     return c
 
 
@@ -275,8 +283,10 @@ def forward(c, W, ids):
         m = 0.1 * rp["mscale_all_dim"] * math.log(rp["factor"]) + 1.0 if rp["factor"] > 1 else 1.0
         scale *= m * m
     eps = c["rms_norm_eps"]
+    dt = W["model.norm.weight"].dtype
     x = W["model.embed_tokens.weight"][torch.tensor(ids)]
-    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+    mask = torch.full((T, T), float("-inf"), dtype=dt).triu(1)
+    cos, sin, ang = cos.to(dt), sin.to(dt), ang.to(dt)
     for l in range(c["num_hidden_layers"]):
         p = f"model.layers.{l}."
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
@@ -337,9 +347,9 @@ def forward(c, W, ids):
                 w, idx = s.masked_fill(~sm.bool(), 0.0).topk(K, -1)
             w = w * c["routed_scaling_factor"]
         y = mlp(m + "shared_experts.", h)
-        for t in range(T):
-            for j in range(K):
-                y[t] += w[t, j] * mlp(f"{m}experts.{int(idx[t, j])}.", h[t:t + 1])[0]
+        for e in idx.unique().tolist():
+            tok, pos = (idx == e).nonzero(as_tuple=True)
+            y.index_add_(0, tok, w[tok, pos, None] * mlp(f"{m}experts.{e}.", h[tok]))
         x = x + y
     x = rmsnorm(x, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else W["lm_head.weight"]
@@ -356,6 +366,23 @@ def cmd_logits(d, ids_file, out):
                 f.write(forward(c, W, ids).float().numpy().tobytes())
 
 
+def cmd_bench(d, T, reps, K):
+    """tokens/s of the float32 reference: forward + top-K log-probabilities + tail, all positions"""
+    import time
+    c = json.load(open(os.path.join(d, "config.json")))
+    W = {k: v.float() for k, v in read_checkpoint(d).items()}
+    ids = [(i * 7919) % c["vocab_size"] for i in range(T)]
+    forward(c, W, ids[:8])  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        z = forward(c, W, ids)
+        lp = torch.log_softmax(z, -1)
+        top, ti = lp.topk(K, -1)
+        tail = torch.logsumexp(lp.scatter(1, ti, float("-inf")), -1)
+    dt = time.perf_counter() - t0
+    print(f"{reps * T / dt:.1f}")
+
+
 def main():
     a = sys.argv[1:]
     if a and a[0] == "write":
@@ -368,6 +395,9 @@ def main():
             if v == "--reshape":
                 opts["reshape"].append(a[i + 1])
         cmd_write(a[1], a[2], int(a[3]), opts)
+    elif a and a[0] == "bench":
+        torch.set_num_threads(int(a[5]) if len(a) > 5 else torch.get_num_threads())
+        cmd_bench(a[1], int(a[2]), int(a[3]), int(a[4]))
     elif a and a[0] == "logits":
         cmd_logits(a[1], a[2], a[3])
     else:
