@@ -216,10 +216,13 @@ static void cache_put(struct tok_cache_shard *sh, uint32_t slot, const char *s, 
 static int32_t whole_word_id(const struct tokenizer *t, const uint8_t *s, size_t n)
 {
     char stack[256];
-    if (2 * n > sizeof stack) return -1;
+    char *buf = 2 * n <= sizeof stack ? stack : malloc(2 * n);
+    if (!buf) return -1;                /* then the merges decide */
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += utf8_put(stack + k, t->cp_of_byte[s[i]]);
-    return tok_vocab_find(t, stack, k);
+    for (size_t i = 0; i < n; i++) k += utf8_put(buf + k, t->cp_of_byte[s[i]]);
+    int32_t id = tok_vocab_find(t, buf, k);
+    if (buf != stack) free(buf);
+    return id;
 }
 
 int tok_bpe_word(const struct tokenizer *t, const char *s, size_t n, int32_t **ids,

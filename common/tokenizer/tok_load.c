@@ -78,12 +78,15 @@ static int add_merge(struct tokenizer *t, const char *a, size_t na, const char *
 {
     char stack[512];
     int32_t ia = tok_vocab_find(t, a, na), ib = tok_vocab_find(t, b, nb);
-    if (ia < 0 || ib < 0 || na + nb > sizeof stack)
-        return sushi_error(SUSHI_EFORMAT, "%s: merge %d \"%.*s %.*s\": %s", where, rank, (int)na, a,
-                           (int)nb, b, na + nb > sizeof stack ? "too long" : "a part is not in the vocabulary");
-    memcpy(stack, a, na);
-    memcpy(stack + na, b, nb);
-    int32_t inew = tok_vocab_find(t, stack, na + nb);
+    if (ia < 0 || ib < 0)
+        return sushi_error(SUSHI_EFORMAT, "%s: merge %d \"%.*s %.*s\": a part is not in the vocabulary", where,
+                           rank, (int)na, a, (int)nb, b);
+    char *ab = na + nb <= sizeof stack ? stack : malloc(na + nb);
+    if (!ab) return sushi_error(SUSHI_ENOMEM, "%s: out of memory", where);
+    memcpy(ab, a, na);
+    memcpy(ab + na, b, nb);
+    int32_t inew = tok_vocab_find(t, ab, na + nb);
+    if (ab != stack) free(ab);
     if (inew < 0)
         return sushi_error(SUSHI_EFORMAT, "%s: merge %d \"%.*s %.*s\": the merged token is not in the vocabulary",
                            where, rank, (int)na, a, (int)nb, b);

@@ -425,6 +425,18 @@ static void test_pipelines(void **state)
         expect_reference(t, path, tx, nt, post != NULL);
         tok_free(t);
     }
+    /* ignore_merges: whole-word vocabulary entries win even where no merge reaches them */
+    json_t *model = json_object_get(base, "model"), *merges = json_object_get(model, "merges");
+    json_object_set_new(model, "ignore_merges", json_true());
+    for (size_t i = json_array_size(merges); i-- > 0;) {
+        const char *m = json_string_value(json_array_get(merges, i));
+        if (!strcmp(m, "hell o") || !strcmp(m, "Ġwor ld") || !strcmp(m, "Ġqu ick")) json_array_remove(merges, i);
+    }
+    snprintf(pre, sizeof pre, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}");
+    write_variant(base, NULL, pre, NULL, path, sizeof path);
+    struct tokenizer *t = load_or_fail(path);
+    expect_reference(t, path, tx, nt, 0);
+    tok_free(t);
     for (size_t i = N_VARIED; i < nt; i++) free((char *)tx[i].s);
     free(tx);
     json_decref(base);
