@@ -13,6 +13,7 @@
 
 #include "common/core/log.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_math.h"
 
 #define ATT_BQ 64   /* queries per block */
 
@@ -29,10 +30,18 @@ static int att_key_begin(const struct attn_shape *s, int i0) {
     return jlo < 0 ? 0 : jlo;
 }
 
-static int att_visible(const struct attn_shape *s, const int32_t *doc, int i, int j) {
-    if (j > i) return 0;
-    if (s->window > 0 && j <= i - s->window) return 0;
-    return !doc || doc[i] == doc[j];
+/* Masks row i of a score block over keys [jlo, jlo + nk): zeros outside the causal
+ * (and window) range, −inf for other documents' keys inside it, so that exp gives 0
+ * there. Returns the offset of the range's first key in the row; it ends at key i. */
+static int att_row_mask(const struct attn_shape *s, const int32_t *doc, float *row, int nk, int jlo, int i) {
+    int first = s->window > 0 && i - s->window + 1 > jlo ? i - s->window + 1 : jlo;
+    int a = first - jlo, end = i - jlo + 1;
+    memset(row, 0, sizeof(float) * (size_t)a);
+    memset(row + end, 0, sizeof(float) * (size_t)(nk - end));
+    if (doc)
+        for (int jj = a; jj < end; jj++)
+            if (doc[jlo + jj] != doc[i]) row[jj] = -INFINITY;
+    return a;
 }
 
 /* one query block of head h in batch b: out rows and lse */
@@ -51,18 +60,13 @@ static void att_fwd_block(struct att_ctx *c, float *S, int b, int h, int i0, int
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, s->dqk, s->scale, Q, s->q_stride,
                 K, s->k_stride, 0.0f, S, nk);
     for (int r = 0; r < bq; r++) {
-        const int i = i0 + r;
-        float *row = S + (size_t)r * nk, m = -INFINITY, sum = 0.0f;
-        for (int jj = 0; jj < nk; jj++)
-            if (att_visible(s, doc, i, jlo + jj) && row[jj] > m) m = row[jj];
-        for (int jj = 0; jj < nk; jj++) {
-            float p = att_visible(s, doc, i, jlo + jj) ? expf(row[jj] - m) : 0.0f;
-            row[jj] = p;
-            sum += p;
-        }
-        float inv = 1.0f / sum;
-        for (int jj = 0; jj < nk; jj++) row[jj] *= inv;
-        L[i] = m + logf(sum);
+        const int i = i0 + r, a = att_row_mask(s, doc, S + (size_t)r * nk, nk, jlo, i);
+        float *row = S + (size_t)r * nk, *vis = row + a;
+        const size_t len = (size_t)(i - jlo - a + 1);
+        const float m = cpu_vmax(vis, len);
+        const double sum = cpu_vexp_sum(vis, vis, len, m, 1.0f);
+        cpu_vlin2(vis, vis, (float)(1.0 / sum), NULL, 0.0f, 0.0f, len);
+        L[i] = m + (float)log(sum);
     }
     /* O [bq, dv] = P V */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, s->dv, nk, 1.0f, S, nk, V, s->v_stride,
@@ -108,11 +112,12 @@ static void att_bwd_block(struct att_ctx *c, float *P, float *dP, int b, int h, 
         float D = 0.0f;   /* Σ_d dO·O = Σ_j P·dP */
         for (int d = 0; d < s->dv; d++) D += dO[d] * O[d];
         float *prow = P + (size_t)r * nk, *drow = dP + (size_t)r * nk;
-        for (int jj = 0; jj < nk; jj++) {
-            float pv = att_visible(s, doc, i, jlo + jj) ? expf(prow[jj] - L[i]) : 0.0f;
-            prow[jj] = pv;
-            drow[jj] = pv * (drow[jj] - D);   /* dS */
-        }
+        const int a = att_row_mask(s, doc, prow, nk, jlo, i);
+        const size_t len = (size_t)(i - jlo - a + 1);
+        cpu_vexp_sum(prow + a, prow + a, len, L[i], 1.0f);
+        memset(drow, 0, sizeof(float) * (size_t)a);
+        cpu_vmul_shifted(drow + a, prow + a, D, len);   /* dS = P ⊙ (dP − D) */
+        memset(drow + a + len, 0, sizeof(float) * (nk - a - len));
     }
     /* dQ = scale · dS K;  dK += scale · dSᵀ Q;  dV += Pᵀ dO */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, s->dqk, nk, s->scale, dP, nk,

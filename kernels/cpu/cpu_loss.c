@@ -1,8 +1,9 @@
 /* The fused distillation loss on the CPU (SPEC §2; struct loss_args in kernels/ops.h).
- * One task per row range; each row is read three times and no softmax is stored:
- *   1. max of the logits over the real vocabulary;
- *   2. Σ exp(s − m) (CE), Σ exp((s − m)/T) over all ids and over the ids outside the
- *      teacher's top-K (the student's tail bucket, a logsumexp computed directly), Σ s;
+ * One task per row range; per row, with two vocab-sized exp rows in per-thread scratch:
+ *   1. max m of the logits over the real vocabulary;
+ *   2. e1 = exp(s − m) and Σ (CE), eT = exp((s − m)/T) and its sums over all ids and over
+ *      the ids outside the teacher's top-K (the student's tail bucket, summed directly,
+ *      never 1 − Σ), Σ s (smoothing);
  *   3. dlogits = grad_scale·((1−α)(softmax − y′) + α·(q_v/T)(g_b(v) − Σ_b q_b g_b)),
  * where q_b is the student's mass in bucket b at temperature T and g_b = ∂kd/∂q_b:
  * −T²p_b/q_b (forward KL), T²(log q_b − log p_b + 1) (reverse KL), T²(1−β)log(q_b/m_b)
@@ -12,9 +13,12 @@
 
 #include "common/core/log.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_math.h"
 
-#define LOSS_SLOT_MAP 3      /* scratch slot of the bucket map */
-#define LOSS_SLOT_GRAD 2     /* g_b, K + 1 values */
+#define LOSS_SLOT_E1 0       /* exp(s − max), vocab values */
+#define LOSS_SLOT_ET 1       /* exp((s − max)/T), vocab values */
+#define LOSS_SLOT_GRAD 2     /* g_b (K + 1 values), then K saved eT values */
+#define LOSS_SLOT_MAP 3      /* bucket map, vocab values */
 
 struct loss_ctx {
     float *loss, *ce, *kd, *d;
@@ -41,7 +45,7 @@ static double loss_bucket_grad(enum kd_mode mode, double T2, double beta, double
     return T2 * (1.0 - beta) * (lq - log(m));
 }
 
-static void loss_row(struct loss_ctx *c, size_t n, float *map, float *g) {
+static void loss_row(struct loss_ctx *c, size_t n, float *map, float *g, float *e1, float *eT) {
     const struct loss_args *a = c->a;
     const int V = a->vocab, K = a->k, y = c->y[n];
     const float *s = c->s + n * a->vocab_padded;
@@ -64,19 +68,22 @@ static void loss_row(struct loss_ctx *c, size_t n, float *map, float *g) {
         map[ids[b]] = (float)(b + 1);
     }
 
-    /* passes 1 and 2 */
-    float m = -INFINITY;
-    for (int v = 0; v < V; v++) m = s[v] > m ? s[v] : m;
+    /* passes 1 and 2: e1 = exp(s − m), eT = exp((s − m)/T), in the thread's scratch */
+    const float m = cpu_vmax(s, (size_t)V);
     const float invT = K ? 1.0f / a->temperature : 1.0f;
-    double sum1 = 0.0, sumT = 0.0, tailT = 0.0, sums = 0.0;
-    for (int v = 0; v < V; v++) {
-        float x = s[v] - m;
-        sums += s[v];
-        sum1 += expf(x);
-        if (K) {
-            float e = expf(x * invT);
-            sumT += e;
-            if (map[v] == 0.0f) tailT += e;
+    const double sum1 = cpu_vexp_sum(e1, s, (size_t)V, m, 1.0f), sums = cpu_vsum(s, (size_t)V);
+    double sumT = 0.0, tailT = 0.0;
+    if (K) {
+        cpu_vexp_sum(eT, s, (size_t)V, m, invT);
+        for (int b = 0; b < K; b++) {   /* the tail is summed directly over the other ids */
+            g[K + 1 + b] = eT[ids[b]];
+            eT[ids[b]] = 0.0f;
+        }
+        tailT = cpu_vsum(eT, (size_t)V);
+        sumT = tailT;
+        for (int b = 0; b < K; b++) {
+            eT[ids[b]] = g[K + 1 + b];
+            sumT += eT[ids[b]];
         }
     }
     const double lse1 = m + log(sum1), lseT = (double)m * invT + log(sumT);
@@ -100,20 +107,14 @@ static void loss_row(struct loss_ctx *c, size_t n, float *map, float *g) {
     if (c->ce) c->ce[n] = (float)ce;
     if (c->kd) c->kd[n] = (float)kd;
 
-    /* pass 3: the same element is read then written, so dlogits may alias logits */
+    /* pass 3 reads only e1/eT, so dlogits may alias logits: every id first as a tail id,
+     * then the top-K ids' own bucket weight and the target's one-hot */
     const float wce = a->grad_scale * (1.0f - a->alpha), wkd = a->grad_scale * a->alpha;
-    const float ev = (float)(eps / V), fl1 = (float)lse1, flT = (float)lseT, fgbar = (float)gbar;
-    const float hit = (float)(1.0 - eps);
-    for (int v = 0; v < V; v++) {
-        float x = s[v];
-        float grad = wce * (expf(x - fl1) - ev);
-        if (K) {
-            int b = map[v] != 0.0f ? (int)map[v] - 1 : K;
-            grad += wkd * expf(x * invT - flT) * invT * (g[b] - fgbar);
-        }
-        d[v] = grad;
-    }
-    d[y] -= wce * hit;
+    const float kq = (float)(wkd * invT / sumT);
+    cpu_vlin2(d, e1, (float)(wce / sum1), K ? eT : NULL, K ? kq * (g[K] - (float)gbar) : 0.0f,
+              (float)(-wce * eps / V), (size_t)V);
+    for (int b = 0; b < K; b++) d[ids[b]] += kq * eT[ids[b]] * (g[b] - g[K]);
+    d[y] -= wce * (float)(1.0 - eps);
     for (int v = V; v < a->vocab_padded; v++) d[v] = 0.0f;
     for (int b = 0; b < K; b++) map[ids[b]] = 0.0f;
 }
@@ -121,12 +122,14 @@ static void loss_row(struct loss_ctx *c, size_t n, float *map, float *g) {
 static void loss_range(void *p, size_t r0, size_t r1, int thread) {
     struct loss_ctx *c = p;
     float *map = c->a->k ? cpu_scratch(thread, LOSS_SLOT_MAP, (size_t)c->a->vocab) : NULL;
-    float *g = cpu_scratch(thread, LOSS_SLOT_GRAD, (size_t)c->a->k + 1);
-    if ((c->a->k && !map) || !g) {
+    float *g = cpu_scratch(thread, LOSS_SLOT_GRAD, 2 * (size_t)c->a->k + 1);
+    float *e1 = cpu_scratch(thread, LOSS_SLOT_E1, (size_t)c->a->vocab);
+    float *eT = c->a->k ? cpu_scratch(thread, LOSS_SLOT_ET, (size_t)c->a->vocab) : NULL;
+    if ((c->a->k && (!map || !eT)) || !g || !e1) {
         c->rc = SUSHI_ENOMEM;
         return;
     }
-    for (size_t n = r0; n < r1 && !c->rc; n++) loss_row(c, n, map, g);
+    for (size_t n = r0; n < r1 && !c->rc; n++) loss_row(c, n, map, g, e1, eT);
 }
 
 int cpu_loss_forward_backward(float *loss, float *ce, float *kd, void *dlogits,
