@@ -31,10 +31,30 @@ static double p_time[P_COUNT];
 static const struct ops *base;
 static struct ops timed;
 
+/* matmul time by shape (m, n, k, trans_a, trans_b) */
+struct mm_shape { int m, n, k, ta, tb, calls; double t; };
+static struct mm_shape mm[64];
+static int n_mm;
+
+static void mm_note(int m, int n, int k, int ta, int tb, double t) {
+    for (int i = 0; i < n_mm; i++)
+        if (mm[i].m == m && mm[i].n == n && mm[i].k == k && mm[i].ta == ta && mm[i].tb == tb) {
+            mm[i].calls++;
+            mm[i].t += t;
+            return;
+        }
+    if (n_mm < 64) mm[n_mm++] = (struct mm_shape){m, n, k, ta, tb, 1, t};
+}
+
 #define TIMED(slot, call) do { double t0_ = now_s(); int rc_ = (call); p_time[slot] += now_s() - t0_; return rc_; } while (0)
 static int t_matmul(void *c, const void *a, const void *b, int m, int n, int k, int ta, int tb,
                     float al, float be, int lda, int ldb, int ldc) {
-    TIMED(P_MATMUL, base->matmul(c, a, b, m, n, k, ta, tb, al, be, lda, ldb, ldc));
+    double t0 = now_s();
+    int rc = base->matmul(c, a, b, m, n, k, ta, tb, al, be, lda, ldb, ldc);
+    double dt = now_s() - t0;
+    p_time[P_MATMUL] += dt;
+    mm_note(m, n, k, ta, tb, dt);
+    return rc;
 }
 static int t_attn_f(void *o, float *l, const void *q, const void *k, const void *v, const struct attn_shape *s) {
     TIMED(P_ATTN_F, base->attention_forward(o, l, q, k, v, s));
@@ -156,7 +176,10 @@ int main(int argc, char **argv) {
     double *times = calloc(steps, sizeof(double));
     float loss = 0;
     for (int s = 0; s <= steps; s++) { /* step 0 warms up */
-        if (s == 1) memset(p_time, 0, sizeof p_time);
+        if (s == 1) {
+            memset(p_time, 0, sizeof p_time);
+            n_mm = 0;
+        }
         double t0 = now_s();
         if (student_zero_grad(&m) || student_forward(&m, ids, tg, NULL, NULL, &lc, &loss) ||
             student_backward(&m) || optim_step(&opt, m.master, m.wbuf, m.gbuf)) {
@@ -177,6 +200,10 @@ int main(int argc, char **argv) {
         printf("per-op time over %d steps (%.2f s in ops):\n", steps, total);
         for (int i = 0; i < P_COUNT; i++)
             printf("  %-20s %8.3f s  %5.1f%%\n", p_names[i], p_time[i], 100 * p_time[i] / total);
+        printf("matmul by shape (m n k ta tb): calls, time, GFLOP/s\n");
+        for (int i = 0; i < n_mm; i++)
+            printf("  %6d %6d %6d %d %d  %4d  %7.3f s  %6.1f\n", mm[i].m, mm[i].n, mm[i].k, mm[i].ta,
+                   mm[i].tb, mm[i].calls, mm[i].t, 2.0 * mm[i].m * mm[i].n * mm[i].k * mm[i].calls / mm[i].t * 1e-9);
     }
     if (torch) {
         double t = torch_tokens_per_s(threads, steps, layers, B, T);
