@@ -14,7 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/attention_common.h"
 
 #define ATT_WARPS 4
 #define ATT_ROWS 4                       /* rows per warp */
@@ -22,13 +22,6 @@
 #define ATT_BK 32                        /* keys (or queries) per tile: one per lane */
 #define ATT_NC 8                         /* ≤ 8 chunks of 32: head dims up to 256 */
 #define ATT_MAXD (ATT_NC * 32)
-
-__device__ __forceinline__ bool att_visible(const struct attn_shape &s, int b, int i, int j) {
-    if (j > i || j < 0) return false;
-    if (s.window > 0 && i - s.window >= j) return false;
-    if (s.doc_ids && s.doc_ids[(size_t)b * s.T + i] != s.doc_ids[(size_t)b * s.T + j]) return false;
-    return true;
-}
 
 /* first key that query range [q0, q1) may see under the window */
 __device__ __forceinline__ int att_first_key(const struct attn_shape &s, int q0) {
@@ -80,7 +73,7 @@ attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, co
             float sc = 0.0f;
             const float *qr = Qs + row * dq, *kr = Ks + lane * (dq + 1);
             for (int d = 0; d < dq; d++) sc += qr[d] * kr[d];
-            if (!att_visible(s, b, i, k0 + lane)) sc = -INFINITY;
+            if (!attn_visible(s, b, i, k0 + lane)) sc = -INFINITY;
             float mn = fmaxf(m[r], warp_max(sc));
             if (mn == -INFINITY) continue;
             float p = __expf(sc - mn), corr = __expf(m[r] - mn);
@@ -174,7 +167,7 @@ attention_dq_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *
             int row = warp * ATT_ROWS + r, i = q0 + row;
             if (i >= s.T) continue;
             float ds = 0.0f;
-            if (att_visible(s, b, i, k0 + lane)) {
+            if (attn_visible(s, b, i, k0 + lane)) {
                 const float *qr = Qs + row * dq, *kr = Ks + lane * (dq + 1);
                 const float *orow = Os + row * dv, *vr = Vs + lane * (dv + 1);
                 float sc = 0.0f, dp = 0.0f;
@@ -258,7 +251,7 @@ attention_dkv_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, c
                 int row = warp * ATT_ROWS + r, j = j0 + row;
                 if (j >= s.T) continue;
                 float p = 0.0f, ds = 0.0f;
-                if (i < s.T && att_visible(s, b, i, j)) {
+                if (i < s.T && attn_visible(s, b, i, j)) {
                     const float *qr = Qs + lane * (dq + 1), *kr = Kr + row * dq;
                     const float *orow = Os + lane * (dv + 1), *vr = Vr + row * dv;
                     float sc = 0.0f, dp = 0.0f;

@@ -5,7 +5,7 @@
  * ISA for m16n8k16: lane = 4·g + t holds rows g and g+8, columns 2t and 2t+1. */
 #include <math.h>
 
-#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/attention_common.h"
 
 #define FA_WARPS 4
 #define FA_BQ (FA_WARPS * 16)
@@ -30,25 +30,6 @@ __device__ __forceinline__ uint32_t pair16(const bf16 *lo, const bf16 *hi) {
     return (uint32_t)*(const uint16_t *)lo | ((uint32_t)*(const uint16_t *)hi << 16);
 }
 
-__device__ __forceinline__ bool fa_visible(const struct attn_shape &s, int b, int i, int j) {
-    if (i >= s.T || j > i) return false;
-    if (s.window > 0 && i - s.window >= j) return false;
-    if (s.doc_ids && s.doc_ids[(size_t)b * s.T + i] != s.doc_ids[(size_t)b * s.T + j]) return false;
-    return true;
-}
-
-/* 64 rows of a [B,T,heads,D] tensor into shared [64][D+8], zero beyond T */
-template <int D>
-__device__ void fa_load(bf16 *dst, const bf16 *src, int b, int r0, int T, int ts, int hh) {
-    const int ld = D + 8, chunks = D / 8;
-    for (int e = threadIdx.x; e < 64 * chunks; e += blockDim.x) {
-        int r = e / chunks, c = (e % chunks) * 8, t = r0 + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (t < T) v = *(const uint4 *)(src + ((size_t)b * T + t) * ts + (size_t)hh * D + c);
-        *(uint4 *)(dst + r * ld + c) = v;
-    }
-}
-
 template <int D>
 __global__ void __launch_bounds__(FA_WARPS * 32)
 attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -59,7 +40,7 @@ attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
     const int q0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gr = lane / 4, tq = lane % 4;
-    fa_load<D>(Qs, q, b, q0, s.T, s.q_stride, h);
+    attn_load_rows(Qs, LD, q, b, q0, s.T, s.q_stride, h, D);
     __syncthreads();
     uint32_t qf[KB][4];
     const bf16 *qw = Qs + warp * 16 * LD;
@@ -79,8 +60,8 @@ attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *
     const float sl2 = s.scale * 1.4426950408889634f; /* exp(x) = exp2(x·log2 e) */
     for (int k0 = (k_first / FA_BK) * FA_BK; k0 <= q_last; k0 += FA_BK) {
         __syncthreads();
-        fa_load<D>(Ks, k, b, k0, s.T, s.k_stride, g);
-        fa_load<D>(Vs, v, b, k0, s.T, s.v_stride, g);
+        attn_load_rows(Ks, LD, k, b, k0, s.T, s.k_stride, g, D);
+        attn_load_rows(Vs, LD, v, b, k0, s.T, s.v_stride, g, D);
         __syncthreads();
         float sc[FA_BK / 8][4];
 #pragma unroll
@@ -99,7 +80,7 @@ attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 int r = c >> 1, j = k0 + nb * 8 + 2 * tq + (c & 1);
-                float x = full || fa_visible(s, b, i_row[r], j) ? sc[nb][c] * sl2 : -INFINITY;
+                float x = full || attn_visible(s, b, i_row[r], j) ? sc[nb][c] * sl2 : -INFINITY;
                 sc[nb][c] = x;
                 mx[r] = fmaxf(mx[r], x);
             }
@@ -236,8 +217,8 @@ attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const fl
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
     const int q0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gr = lane / 4, tq = lane % 4;
-    fa_load<D>(Ks, q, b, q0, s.T, s.q_stride, h);      /* Q and dO pass through the tiles */
-    fa_load<D>(Vs, dout, b, q0, s.T, s.o_stride, h);
+    attn_load_rows(Ks, LD, q, b, q0, s.T, s.q_stride, h, D);      /* Q and dO pass through the tiles */
+    attn_load_rows(Vs, LD, dout, b, q0, s.T, s.o_stride, h, D);
     __syncthreads();
     uint32_t qf[KB][4], of[KB][4];
     fa_frags<D>(qf, Ks + warp * 16 * LD, gr, tq);
@@ -256,8 +237,8 @@ attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const fl
     const float sl2 = s.scale * 1.4426950408889634f;
     for (int k0 = (k_first / FA_BK) * FA_BK; k0 <= q_last; k0 += FA_BK) {
         __syncthreads();
-        fa_load<D>(Ks, k, b, k0, s.T, s.k_stride, g);
-        fa_load<D>(Vs, v, b, k0, s.T, s.v_stride, g);
+        attn_load_rows(Ks, LD, k, b, k0, s.T, s.k_stride, g, D);
+        attn_load_rows(Vs, LD, v, b, k0, s.T, s.v_stride, g, D);
         __syncthreads();
         float sc[8][4], dp[8][4];
         fa_abt<D>(sc, qf, Ks, gr, tq);
@@ -268,7 +249,7 @@ attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const fl
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 int r = c >> 1, j = k0 + nb * 8 + 2 * tq + (c & 1);
-                float p = full || fa_visible(s, b, i_row[r], j) ? exp2f(sc[nb][c] * sl2 - L2[r]) : 0.0f;
+                float p = full || attn_visible(s, b, i_row[r], j) ? exp2f(sc[nb][c] * sl2 - L2[r]) : 0.0f;
                 sc[nb][c] = p * (dp[nb][c] - Dl[r]) * s.scale;
             }
         fa_acc_ab<D>(acc, sc, Ks, gr, tq);
@@ -293,8 +274,8 @@ attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *l
     const int bg = blockIdx.y, b = bg / s.G, g = bg % s.G;
     const int j0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gr = lane / 4, tq = lane % 4;
-    fa_load<D>(Qs, k, b, j0, s.T, s.k_stride, g);      /* K and V pass through the tiles */
-    fa_load<D>(Os, v, b, j0, s.T, s.v_stride, g);
+    attn_load_rows(Qs, LD, k, b, j0, s.T, s.k_stride, g, D);      /* K and V pass through the tiles */
+    attn_load_rows(Os, LD, v, b, j0, s.T, s.v_stride, g, D);
     __syncthreads();
     uint32_t kf[KB][4], vf[KB][4];
     fa_frags<D>(kf, Qs + warp * 16 * LD, gr, tq);
@@ -312,8 +293,8 @@ attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *l
     for (int h = h_first; h < h_end; h++) {
         for (int i0 = (j0 / FA_BK) * FA_BK; i0 < i_end; i0 += FA_BK) {
             __syncthreads();
-            fa_load<D>(Qs, q, b, i0, s.T, s.q_stride, h);
-            fa_load<D>(Os, dout, b, i0, s.T, s.o_stride, h);
+            attn_load_rows(Qs, LD, q, b, i0, s.T, s.q_stride, h, D);
+            attn_load_rows(Os, LD, dout, b, i0, s.T, s.o_stride, h, D);
             for (int r = threadIdx.x; r < FA_BK; r += blockDim.x) {
                 size_t li = ((size_t)b * s.H + h) * s.T + (i0 + r < s.T ? i0 + r : 0);
                 Ls[r] = lse[li] * 1.4426950408889634f;
@@ -330,7 +311,7 @@ attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *l
 #pragma unroll
                 for (int c = 0; c < 4; c++) {
                     int ci = nb * 8 + 2 * tq + (c & 1), j = j_row[c >> 1];
-                    float p = full || (j < s.T && fa_visible(s, b, i0 + ci, j)) ? exp2f(st[nb][c] * sl2 - Ls[ci]) : 0.0f;
+                    float p = full || (j < s.T && attn_visible(s, b, i0 + ci, j)) ? exp2f(st[nb][c] * sl2 - Ls[ci]) : 0.0f;
                     st[nb][c] = p;
                     dpt[nb][c] = p * (dpt[nb][c] - Ds[ci]) * s.scale;
                 }

@@ -9,7 +9,7 @@
 #include <mma.h>
 #include <math.h>
 
-#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/attention_common.h"
 
 using namespace nvcuda;
 
@@ -17,14 +17,6 @@ using namespace nvcuda;
 #define MMA_BQ 64
 #define MMA_BK 64
 #define MMA_SLD (MMA_BK + 4)   /* f32 score row stride (pad) */
-
-__device__ __forceinline__ bool mma_visible(const struct attn_shape &s, int b, int i, int j) {
-    if (j > i || j >= s.T) return false;
-    if (s.window > 0 && i - s.window >= j) return false;
-    if (s.doc_ids && s.doc_ids[(size_t)b * s.T + i] != s.doc_ids[(size_t)b * s.T + j]) return false;
-    return true;
-}
-
 
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_acc;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
@@ -67,26 +59,6 @@ __device__ void warp_mma_acc(float *C, int ldc, const bf16 *A, int lda, const bf
     }
 }
 
-/* rows [r0, r0+64) of a [B,T,heads,d] tensor (head hh, token stride ts) into shared
- * bf16 [64][ld], zero beyond T; 16-byte loads when d, ts and src allow it */
-__device__ void load_rows(bf16 *dst, int ld, const bf16 *src, int b, int r0, int T, int ts, int hh,
-                          int d) {
-    if (d % 8 == 0 && ts % 8 == 0 && ((uintptr_t)src & 15) == 0) {
-        const int chunks = d / 8;
-        for (int e = threadIdx.x; e < 64 * chunks; e += blockDim.x) {
-            int r = e / chunks, c = (e % chunks) * 8, t = r0 + r;
-            uint4 val = make_uint4(0, 0, 0, 0);
-            if (t < T) val = *(const uint4 *)(src + ((size_t)b * T + t) * ts + (size_t)hh * d + c);
-            *(uint4 *)(dst + r * ld + c) = val;
-        }
-        return;
-    }
-    for (int e = threadIdx.x; e < 64 * d; e += blockDim.x) {
-        int r = e / d, c = e % d, t = r0 + r;
-        dst[r * ld + c] = t < T ? src[((size_t)b * T + t) * ts + (size_t)hh * d + c] : __float2bfloat16(0.0f);
-    }
-}
-
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                              struct attn_shape s) {
@@ -103,7 +75,7 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
     const int q0 = blockIdx.x * MMA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int tid = threadIdx.x, nt = blockDim.x;
 
-    load_rows(Qs, ldq, q, b, q0, s.T, s.q_stride, h, dq);
+    attn_load_rows(Qs, ldq, q, b, q0, s.T, s.q_stride, h, dq);
     for (int e = tid; e < MMA_BQ * ldo; e += nt) Os[e] = 0.0f;
     /* lane owns row (warp·16 + lane/2), half (lane%2) of the tile's columns */
     const int row = warp * 16 + lane / 2, half = lane % 2, i = q0 + row;
@@ -113,8 +85,8 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
     k_first = (k_first / MMA_BK) * MMA_BK;
     for (int k0 = k_first; k0 <= q_last; k0 += MMA_BK) {
         __syncthreads();
-        load_rows(Ks, ldq, k, b, k0, s.T, s.k_stride, g, dq);
-        load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
+        attn_load_rows(Ks, ldq, k, b, k0, s.T, s.k_stride, g, dq);
+        attn_load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
         __syncthreads();
         /* S[16, 64] = Q_w · Kᵀ */
         warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Qs + warp * 16 * ldq, ldq, Ks, ldq, dq);
@@ -127,7 +99,7 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         const int rot = (row + 16 * half) & 31;
         for (int c0 = 0; c0 < 32; c0++) {
             int c = (c0 + rot) & 31;
-            float x = full || (i < s.T && mma_visible(s, b, i, k0 + half * 32 + c)) ? srow[c] * s.scale : -INFINITY;
+            float x = full || (i < s.T && attn_visible(s, b, i, k0 + half * 32 + c)) ? srow[c] * s.scale : -INFINITY;
             srow[c] = x;
             mx = fmaxf(mx, x);
         }
@@ -191,8 +163,8 @@ attention_dq_mma_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const flo
     float *Ss = (float *)(dSs + 64 * ldp), *dPs = Ss + 64 * MMA_SLD, *Acc = dPs + 64 * MMA_SLD;
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
     const int q0 = blockIdx.x * 64, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    load_rows(Qs, ldq, q, b, q0, s.T, s.q_stride, h, dq);
-    load_rows(Os, ldv, dout, b, q0, s.T, s.o_stride, h, dv);
+    attn_load_rows(Qs, ldq, q, b, q0, s.T, s.q_stride, h, dq);
+    attn_load_rows(Os, ldv, dout, b, q0, s.T, s.o_stride, h, dv);
     for (int e = threadIdx.x; e < 64 * lda; e += blockDim.x) Acc[e] = 0.0f;
     const int row = warp * 16 + lane / 2, half = lane % 2, i = q0 + row;
     float *Lq = Acc + 64 * lda, *Dq = Lq + 64;            /* [64] lse, delta of the rows */
@@ -205,8 +177,8 @@ attention_dq_mma_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const flo
     int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
     for (int k0 = (k_first / 64) * 64; k0 <= q_last; k0 += 64) {
         __syncthreads();
-        load_rows(Ks, ldq, k, b, k0, s.T, s.k_stride, g, dq);
-        load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
+        attn_load_rows(Ks, ldq, k, b, k0, s.T, s.k_stride, g, dq);
+        attn_load_rows(Vs, ldv, v, b, k0, s.T, s.v_stride, g, dv);
         __syncthreads();
         warp_mma_abt(Ss + warp * 16 * MMA_SLD, MMA_SLD, Qs + warp * 16 * ldq, ldq, Ks, ldq, dq);
         warp_mma_abt(dPs + warp * 16 * MMA_SLD, MMA_SLD, Os + warp * 16 * ldv, ldv, Vs, ldv, dv);
@@ -215,7 +187,7 @@ attention_dq_mma_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const flo
         for (int e = lane; e < 16 * 64; e += 32) {
             int r = warp * 16 + e / 64, c = e % 64, ii = q0 + r;
             float ds = 0.0f;
-            if (full || (ii < s.T && mma_visible(s, b, ii, k0 + c))) {
+            if (full || (ii < s.T && attn_visible(s, b, ii, k0 + c))) {
                 float p = __expf(Ss[r * MMA_SLD + c] * s.scale - Lq[r]);
                 ds = p * (dPs[r * MMA_SLD + c] - Dq[r]) * s.scale;
             }
@@ -245,8 +217,8 @@ attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *ls
     float *dK = dPs + 64 * MMA_SLD, *dV = dK + 64 * ldk, *Ls = dV + 64 * ldvv, *Ds = Ls + 64;
     const int bg = blockIdx.y, b = bg / s.G, g = bg % s.G;
     const int j0 = blockIdx.x * 64, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    load_rows(Kr, ldq, k, b, j0, s.T, s.k_stride, g, dq);
-    load_rows(Vr, ldv, v, b, j0, s.T, s.v_stride, g, dv);
+    attn_load_rows(Kr, ldq, k, b, j0, s.T, s.k_stride, g, dq);
+    attn_load_rows(Vr, ldv, v, b, j0, s.T, s.v_stride, g, dv);
     for (int e = threadIdx.x; e < 64 * ldk; e += blockDim.x) dK[e] = 0.0f;
     for (int e = threadIdx.x; e < 64 * ldvv; e += blockDim.x) dV[e] = 0.0f;
     const int row = warp * 16 + lane / 2, half = lane % 2, j = j0 + row;
@@ -256,8 +228,8 @@ attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *ls
     for (int h = h_first; h < h_end; h++) {
         for (int i0 = (j0 / 64) * 64; i0 < i_end; i0 += 64) {
             __syncthreads();
-            load_rows(Qs, ldq, q, b, i0, s.T, s.q_stride, h, dq);
-            load_rows(Os, ldv, dout, b, i0, s.T, s.o_stride, h, dv);
+            attn_load_rows(Qs, ldq, q, b, i0, s.T, s.q_stride, h, dq);
+            attn_load_rows(Os, ldv, dout, b, i0, s.T, s.o_stride, h, dv);
             for (int r = threadIdx.x; r < 64; r += blockDim.x) {
                 size_t li = ((size_t)b * s.H + h) * s.T + (i0 + r < s.T ? i0 + r : 0);
                 Ls[r] = lse[li];
@@ -272,7 +244,7 @@ attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *ls
             for (int e = lane; e < 16 * 64; e += 32) {
                 int r = warp * 16 + e / 64, c = e % 64, i = i0 + c, jj = j0 + r;
                 float p = 0.0f, ds = 0.0f;
-                if (full || (jj < s.T && i < s.T && mma_visible(s, b, i, jj))) {
+                if (full || (jj < s.T && i < s.T && attn_visible(s, b, i, jj))) {
                     p = __expf(Ss[r * MMA_SLD + c] * s.scale - Ls[c]);
                     ds = p * (dPs[r * MMA_SLD + c] - Ds[c]) * s.scale;
                 }
