@@ -12,7 +12,10 @@
  *   decoder        ByteLevel (or none: tokens joined by spaces)
  *   added_tokens   matched before pre-tokenization, leftmost-longest; special,
  *                  normalized, lstrip, rstrip and single_word as HF does
- * Regexes run on PCRE2 (UTF, Unicode properties, JIT).
+ * Regexes run on PCRE2 (UTF, Unicode properties, JIT). Character properties come from
+ * PCRE2's Unicode tables (Unicode 14 in PCRE2 10.42); HF's Oniguruma has newer ones, so
+ * text with code points assigned after Unicode 14 (e.g. U+1FAE8, U+13DDD) may split
+ * differently from HF there. Everything older gives identical ids.
  *
  * Invalid UTF-8 input: every maximal invalid subsequence (the Unicode / WHATWG rule
  * that Rust's String::from_utf8_lossy and node's Buffer.toString('utf8') follow)

@@ -69,6 +69,19 @@ static uint32_t rnd(uint32_t n)
     return (uint32_t)(rng_state >> 33) % n;
 }
 
+static size_t utf8_encode(uint32_t c, char *out)
+{
+    if (c < 0x80) { out[0] = (char)c; return 1; }
+    if (c < 0x800) { out[0] = (char)(0xC0 | c >> 6); out[1] = (char)(0x80 | (c & 0x3F)); return 2; }
+    if (c < 0x10000) {
+        out[0] = (char)(0xE0 | c >> 12); out[1] = (char)(0x80 | (c >> 6 & 0x3F)); out[2] = (char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | c >> 18); out[1] = (char)(0x80 | (c >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (c >> 6 & 0x3F)); out[3] = (char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
 /* Random strings from pieces that stress the pre-tokenizers: words, digits, spaces,
  * newlines, CJK, kana, emoji, punctuation, special tokens, and (when invalid) raw bytes. */
 TOK_TEST_UNUSED static struct text *random_texts(size_t nt, int invalid)
@@ -86,7 +99,21 @@ TOK_TEST_UNUSED static struct text *random_texts(size_t nt, int invalid)
         char *s = malloc(512);
         size_t n = 0, parts = 1 + rnd(24);
         for (size_t k = 0; k < parts; k++) {
+            if (n + 4 >= 512) break;
             if (invalid && rnd(6) == 0) { s[n++] = (char)(0x80 + rnd(128)); continue; }
+            if (rnd(5) == 0) {
+                /* a code point of a block whose character properties are the same in the
+                 * Unicode versions of PCRE2 and of the reference's regex engine */
+                static const uint32_t blocks[][2] = {
+                    {0x80, 0x24F},     {0x250, 0x36F},   {0x370, 0x52F},   {0x590, 0x6FF},
+                    {0x900, 0xDFF},    {0xE00, 0xE7F},   {0x1E00, 0x1FFF}, {0x2000, 0x27BF},
+                    {0x3000, 0x30FF},  {0x4E00, 0x9FA5}, {0xAC00, 0xD7A3}, {0xFF00, 0xFFEF},
+                    {0x1D400, 0x1D7FF}, {0x1F300, 0x1F64F}, {0x20000, 0x2A6D6},
+                };
+                const uint32_t *b = blocks[rnd(sizeof blocks / sizeof blocks[0])];
+                n += utf8_encode(b[0] + rnd(b[1] - b[0] + 1), s + n);
+                continue;
+            }
             const char *b = bits[rnd((uint32_t)nb)];
             size_t l = strlen(b);
             if (n + l >= 512) break;
