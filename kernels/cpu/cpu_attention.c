@@ -21,7 +21,7 @@ struct att_ctx {
     const struct attn_shape *s;
     const float *q, *k, *v, *out, *dout, *lse_in;
     float *o, *lse, *dq, *dk, *dv;
-    int rc;   /* first failure (scratch allocation) */
+    int rc;   /* a failure (scratch allocation), set atomically by any thread */
 };
 
 /* the keys block [i0, i1) can see: [*jlo, i1) */
@@ -78,7 +78,7 @@ static void att_fwd_range(void *p, size_t t0, size_t t1, int thread) {
     const struct attn_shape *s = c->s;
     float *S = cpu_scratch(thread, 0, (size_t)ATT_BQ * s->T);
     if (!S) {
-        c->rc = SUSHI_ENOMEM;
+        __atomic_store_n(&c->rc, SUSHI_ENOMEM, __ATOMIC_RELAXED);
         return;
     }
     for (size_t t = t0; t < t1; t++) {
@@ -134,7 +134,7 @@ static void att_bwd_range(void *p, size_t t0, size_t t1, int thread) {
     float *P = cpu_scratch(thread, 0, (size_t)ATT_BQ * s->T);
     float *dP = cpu_scratch(thread, 1, (size_t)ATT_BQ * s->T);
     if (!P || !dP) {
-        c->rc = SUSHI_ENOMEM;
+        __atomic_store_n(&c->rc, SUSHI_ENOMEM, __ATOMIC_RELAXED);
         return;
     }
     for (size_t t = t0; t < t1; t++) {

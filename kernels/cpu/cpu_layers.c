@@ -5,6 +5,7 @@
 
 #include "common/core/log.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_math.h"
 
 #define ROWS_MIN 4   /* rows per thread below which a layer runs on one thread */
 
@@ -141,27 +142,44 @@ struct swiglu_ctx {
     float *dst;
     const float *h, *dout;
     int F;
+    int rc;   /* scratch failure, set atomically */
 };
 
+/* σ(g) = 1/(1 + exp(−g)) of a row into t (vector exp) */
+static void swiglu_sigmoid(float *t, const float *g, int F) {
+    cpu_vexp_sum(t, g, (size_t)F, 0.0f, -1.0f);
+    for (int i = 0; i < F; i++) t[i] = 1.0f / (1.0f + t[i]);
+}
+
 static void swiglu_fwd_range(void *p, size_t r0, size_t r1, int thread) {
-    const struct swiglu_ctx *s = p;
-    (void)thread;
+    struct swiglu_ctx *s = p;
+    float *t = cpu_scratch(thread, 0, (size_t)s->F);
+    if (!t) {
+        __atomic_store_n(&s->rc, SUSHI_ENOMEM, __ATOMIC_RELAXED);
+        return;
+    }
     for (size_t n = r0; n < r1; n++) {
         const float *g = s->h + n * 2 * s->F, *u = g + s->F;
         float *o = s->dst + n * s->F;
-        for (int i = 0; i < s->F; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        swiglu_sigmoid(t, g, s->F);
+        for (int i = 0; i < s->F; i++) o[i] = g[i] * t[i] * u[i];
     }
 }
 
 /* dgate = dout·up·σ(g)(1 + g(1 − σ(g))), dup = dout·silu(g) */
 static void swiglu_bwd_range(void *p, size_t r0, size_t r1, int thread) {
-    const struct swiglu_ctx *s = p;
-    (void)thread;
+    struct swiglu_ctx *s = p;
+    float *t = cpu_scratch(thread, 0, (size_t)s->F);
+    if (!t) {
+        __atomic_store_n(&s->rc, SUSHI_ENOMEM, __ATOMIC_RELAXED);
+        return;
+    }
     for (size_t n = r0; n < r1; n++) {
         const float *g = s->h + n * 2 * s->F, *u = g + s->F, *d = s->dout + n * s->F;
         float *dg = s->dst + n * 2 * s->F, *du = dg + s->F;
+        swiglu_sigmoid(t, g, s->F);
         for (int i = 0; i < s->F; i++) {
-            float sg = 1.0f / (1.0f + expf(-g[i]));
+            float sg = t[i];
             float gi = g[i], ui = u[i], di = d[i];
             dg[i] = di * ui * sg * (1.0f + gi * (1.0f - sg));
             du[i] = di * gi * sg;
@@ -173,18 +191,18 @@ int cpu_swiglu_forward(void *out, const void *h, int N, int F) {
     if (N < 0 || F <= 0) return sushi_error(SUSHI_ESHAPE, "cpu: swiglu_forward: bad shape N=%d F=%d", N, F);
     if (N == 0) return 0;
     if (!out || !h) return sushi_error(SUSHI_EINVAL, "cpu: swiglu_forward: NULL pointer");
-    struct swiglu_ctx s = {out, h, NULL, F};
+    struct swiglu_ctx s = {out, h, NULL, F, 0};
     cpu_parallel_for((size_t)N, ROWS_MIN, swiglu_fwd_range, &s);
-    return 0;
+    return s.rc ? sushi_error(s.rc, "cpu: swiglu_forward: scratch for F=%d: out of memory", F) : 0;
 }
 
 int cpu_swiglu_backward(void *dh, const void *dout, const void *h, int N, int F) {
     if (N < 0 || F <= 0) return sushi_error(SUSHI_ESHAPE, "cpu: swiglu_backward: bad shape N=%d F=%d", N, F);
     if (N == 0) return 0;
     if (!dh || !dout || !h) return sushi_error(SUSHI_EINVAL, "cpu: swiglu_backward: NULL pointer");
-    struct swiglu_ctx s = {dh, h, dout, F};
+    struct swiglu_ctx s = {dh, h, dout, F, 0};
     cpu_parallel_for((size_t)N, ROWS_MIN, swiglu_bwd_range, &s);
-    return 0;
+    return s.rc ? sushi_error(s.rc, "cpu: swiglu_backward: scratch for F=%d: out of memory", F) : 0;
 }
 
 /* ---- rotary embedding ---- */

@@ -25,7 +25,7 @@ struct loss_ctx {
     const float *s;
     const int32_t *y;
     const struct loss_args *a;
-    int rc, bad_row;         /* duplicate top-K id, or scratch failure */
+    int rc, bad_row;         /* duplicate top-K id, or scratch failure (atomic stores) */
 };
 
 /* this bucket's term of the divergence (without T²), 0·log 0 = 0 */
@@ -61,8 +61,8 @@ static void loss_row(struct loss_ctx *c, size_t n, float *map, float *g, float *
     for (int b = 0; b < K; b++) {
         if (map[ids[b]] != 0.0f) {
             for (int j = 0; j < b; j++) map[ids[j]] = 0.0f;
-            c->rc = SUSHI_EINVAL;
-            c->bad_row = (int)n;
+            __atomic_store_n(&c->bad_row, (int)n, __ATOMIC_RELAXED);
+            __atomic_store_n(&c->rc, SUSHI_EINVAL, __ATOMIC_RELAXED);
             return;
         }
         map[ids[b]] = (float)(b + 1);
@@ -126,10 +126,10 @@ static void loss_range(void *p, size_t r0, size_t r1, int thread) {
     float *e1 = cpu_scratch(thread, LOSS_SLOT_E1, (size_t)c->a->vocab);
     float *eT = c->a->k ? cpu_scratch(thread, LOSS_SLOT_ET, (size_t)c->a->vocab) : NULL;
     if ((c->a->k && (!map || !eT)) || !g || !e1) {
-        c->rc = SUSHI_ENOMEM;
+        __atomic_store_n(&c->rc, SUSHI_ENOMEM, __ATOMIC_RELAXED);
         return;
     }
-    for (size_t n = r0; n < r1 && !c->rc; n++) loss_row(c, n, map, g, e1, eT);
+    for (size_t n = r0; n < r1 && !__atomic_load_n(&c->rc, __ATOMIC_RELAXED); n++) loss_row(c, n, map, g, e1, eT);
 }
 
 int cpu_loss_forward_backward(float *loss, float *ce, float *kd, void *dlogits,
