@@ -43,6 +43,35 @@ static void test_config_errors(void **st) {
     assert_int_equal(optim_create(&o, &c, ops_cpu(), 10, 11), SUSHI_EINVAL);
 }
 
+/* accumulated grads are divided by accum_steps before the norm and the update; the
+ * first AdamW step moves each weight by lr·ĝ/(|ĝ|+eps) plus decay (matrices only) */
+static void test_accum_clip_first_step(void **st) {
+    (void)st;
+    const struct ops *ops = ops_cpu();
+    struct optim_config c = {.lr = 0.1f, .total_steps = 10, .weight_decay = 0.5f, .clip_norm = 1.0f,
+                             .accum_steps = 2, .schedule = OPTIM_CONSTANT};
+    struct optim o;
+    assert_int_equal(optim_create(&o, &c, ops, 4, 2), 0);
+    float *w = ops->alloc(4 * 4), *g = ops->alloc(4 * 4);
+    const float w0[4] = {1.0f, -2.0f, 0.5f, 3.0f}, g0[4] = {6.0f, -8.0f, 0.0f, 1e-3f};
+    memcpy(w, w0, sizeof w0);
+    memcpy(g, g0, sizeof g0);
+    assert_int_equal(optim_step(&o, w, w, g), 0);
+    /* grads/2 = (3, -4, 0, 5e-4): norm 5.0000000250 → clip factor ≈ 0.2 */
+    assert_float_equal(o.last_norm, 5.0f, 1e-5);
+    assert_float_equal(o.last_lr, 0.1f, 1e-7);
+    for (int i = 0; i < 4; i++) {
+        double gh = g0[i] / 2.0 * (1.0 / (5.0 + 1e-6));
+        double upd = gh == 0 ? 0 : gh / (fabs(gh) + 1e-8);
+        double decay = i < 2 ? 0.1 * 0.5 * w0[i] : 0.0;
+        assert_float_equal(w[i], w0[i] - 0.1 * upd - decay, 1e-5);
+    }
+    assert_int_equal(o.step, 1);
+    ops->free(w);
+    ops->free(g);
+    optim_free(&o);
+}
+
 static void test_adamw_vs_torch(void **st) {
     (void)st;
     if (!scase_have_torch()) skip();
@@ -87,6 +116,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_accum_clip_first_step),
         cmocka_unit_test(test_adamw_vs_torch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
