@@ -120,6 +120,14 @@ int ds_forward(struct ds_model *m, struct ds_cache *k, const int32_t *ids, int n
 int ds_mla_forward(struct ds_model *m, int l, struct ds_cache *k, const void *x, int n, void *out);
 /* DeepSeekMoE or dense MLP for n rows x (n, C) -> out (n, C); moe.c */
 int ds_ffn_forward(struct ds_model *m, int l, const void *x, int n, void *out);
+/* Backward of one layer's MLA / FFN for one sequence from position 0 (recomputing the
+ * forward from x): parameter gradients accumulate into g (a ds_layer of gradients with
+ * the weights' layout, from ds_layer_grads_init), dx (n, C) is overwritten.
+ * mla_backward.c / moe.c */
+int ds_mla_backward(struct ds_model *m, int l, const void *x, int n, const void *dout, struct ds_layer *g, void *dx);
+int ds_ffn_backward(struct ds_model *m, int l, const void *x, int n, const void *dout, struct ds_layer *g, void *dx);
+int ds_layer_grads_init(const struct ds_model *m, int l, struct ds_layer *g);
+void ds_layer_grads_free(const struct ds_model *m, struct ds_layer *g);
 /* Router: host x (n, C) logits (n, E) -> chosen experts (n, top_k) and weights; moe.c */
 int ds_route(const struct ds_config *c, const float *router_bias, const float *logits, int n,
              int32_t *experts, float *weights);

@@ -55,11 +55,14 @@ static int ds_read_shape(struct ds_loader *ld, const char *name, int ndim, const
         ok = ok && t->shape[i] == want[i];
         n *= (size_t)want[i];
     }
-    if (!ok)
-        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: shape [%lld, %lld, %lld] expected (%d dims), file has %d dims "
-                           "[%lld, %lld, %lld]", f->path, name, (long long)want[0], ndim > 1 ? (long long)want[1] : 0LL,
-                           ndim > 2 ? (long long)want[2] : 0LL, ndim, t->ndim, (long long)t->shape[0],
-                           t->ndim > 1 ? (long long)t->shape[1] : 0LL, t->ndim > 2 ? (long long)t->shape[2] : 0LL);
+    if (!ok) {
+        char w[96] = "", h[96] = "";
+        for (int i = 0; i < ndim; i++)
+            snprintf(w + strlen(w), sizeof w - strlen(w), "%s%lld", i ? ", " : "", (long long)want[i]);
+        for (int i = 0; i < t->ndim && i < 4; i++)
+            snprintf(h + strlen(h), sizeof h - strlen(h), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        return sushi_error(SUSHI_ESHAPE, "%s: tensor %s: shape [%s] expected, file has [%s]", f->path, name, w, h);
+    }
     int64_t d0 = want[0], d1 = ndim > 1 ? want[1] : 0;
     ds_mark_used(ld, t);
     float *tmp = malloc(n * sizeof(float));

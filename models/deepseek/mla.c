@@ -12,29 +12,17 @@
 
 #include "common/core/log.h"
 #include "models/deepseek/deepseek.h"
+#include "models/deepseek/mla_internal.h"
 
 #define AT(p, off) ((void *)((char *)(p) + (size_t)(off) * es))
 
-struct mla_scratch {
-    void *qa;       /* (n, q_lora) */
-    void *qa_n;     /* (n, q_lora) */
-    void *craw;     /* (n, kv_lora) */
-    void *q;        /* (S, H, dqk), rows < start zero */
-    void *k;        /* (S, H, dqk) */
-    void *v;        /* (S, H, dv) */
-    void *att;      /* (S, H, dv) */
-    float *lse;     /* (H, S) f32 */
-    float *rstd;    /* (n) f32 */
-    int32_t *pos;   /* (n) */
-};
-
-static void mla_scratch_free(const struct ops *ops, struct mla_scratch *s) {
+void mla_scratch_free(const struct ops *ops, struct mla_scratch *s) {
     void *all[] = {s->qa, s->qa_n, s->craw, s->q, s->k, s->v, s->att, s->lse, s->rstd, s->pos};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i]) ops->free(all[i]);
 }
 
-static int mla_scratch_alloc(const struct ds_model *m, int n, int S, struct mla_scratch *s) {
+int mla_scratch_alloc(const struct ds_model *m, int n, int S, struct mla_scratch *s) {
     const struct ds_config *c = &m->cfg;
     const struct ops *ops = m->ops;
     size_t es = dtype_size(ops->act_dtype), dqk = (size_t)(c->nope + c->rope);
@@ -58,16 +46,14 @@ static int mla_scratch_alloc(const struct ds_model *m, int n, int S, struct mla_
 }
 
 /* y (n, out) = x (n, in) · W (out, in)ᵀ, y rows ldy apart (0 = dense) */
-static int mla_linear(const struct ops *ops, void *y, const void *x, const void *w, int n, int out, int in, int ldy) {
+int mla_linear(const struct ops *ops, void *y, const void *x, const void *w, int n, int out, int in, int ldy) {
     return ops->matmul(y, x, w, n, out, in, 0, 1, 1.0f, 0.0f, 0, 0, ldy);
 }
 
 /* the RMSNorm of the latents q_a / kv_a: HF builds them with the default eps 1e-6 */
 #define MLA_LATENT_EPS 1e-6f
 
-int ds_mla_forward(struct ds_model *m, int l, struct ds_cache *kc, const void *x, int n, void *out) {
-    if (!m || !kc || !x || !out || l < 0 || l >= m->cfg.L || n < 1)
-        return sushi_error(SUSHI_EINVAL, "mla_forward: bad argument");
+int mla_attend(const struct ds_model *m, int l, struct ds_cache *kc, const void *x, int n, struct mla_scratch *sp) {
     const struct ds_config *c = &m->cfg;
     const struct ds_layer *y = &m->layers[l];
     const struct ops *ops = m->ops;
@@ -75,9 +61,9 @@ int ds_mla_forward(struct ds_model *m, int l, struct ds_cache *kc, const void *x
     int H = c->H, dqk = c->nope + c->rope, start = kc->len, S = start + n;
     if (S > kc->cap)
         return sushi_error(SUSHI_EINVAL, "mla_forward: %d positions exceed the cache (%d)", S, kc->cap);
-    struct mla_scratch s;
-    int rc = mla_scratch_alloc(m, n, S, &s);
+    int rc = mla_scratch_alloc(m, n, S, sp);
     if (rc) return rc;
+    struct mla_scratch s = *sp;
     int32_t *pos = malloc((size_t)n * sizeof(int32_t));
     if (!pos) rc = sushi_error(SUSHI_ENOMEM, "mla_forward: out of memory");
     for (int i = 0; !rc && i < n; i++) pos[i] = start + i;
@@ -124,8 +110,20 @@ int ds_mla_forward(struct ds_model *m, int l, struct ds_cache *kc, const void *x
                             .k_stride = H * dqk, .v_stride = H * c->dv, .o_stride = H * c->dv,
                             .scale = c->attn_scale, .window = 0, .doc_ids = NULL};
     if (!rc) rc = ops->attention_forward(s.att, s.lse, s.q, s.k, s.v, &as);
-    if (!rc) rc = mla_linear(ops, out, AT(s.att, (size_t)start * H * c->dv), y->o, n, c->C, H * c->dv, 0);
-    mla_scratch_free(ops, &s);
+    if (rc) mla_scratch_free(ops, sp);
+    return rc;
+}
+
+int ds_mla_forward(struct ds_model *m, int l, struct ds_cache *kc, const void *x, int n, void *out) {
+    if (!m || !kc || !x || !out || l < 0 || l >= m->cfg.L || n < 1)
+        return sushi_error(SUSHI_EINVAL, "mla_forward: bad argument");
+    const struct ds_config *c = &m->cfg;
+    size_t es = dtype_size(m->ops->act_dtype);
+    struct mla_scratch s;
+    int rc = mla_attend(m, l, kc, x, n, &s);
+    if (rc) return rc;
+    rc = mla_linear(m->ops, out, AT(s.att, (size_t)kc->len * c->H * c->dv), m->layers[l].o, n, c->C, c->H * c->dv, 0);
+    mla_scratch_free(m->ops, &s);
     return rc;
 }
 

@@ -11,6 +11,9 @@
       --fp8 stores the matrices as float8_e4m3fn bytes with 128x128 weight_scale_inv.
   deepseek_ref.py bench DIR T REPS K [THREADS]
       prints the reference's scoring throughput in tokens/s (float32, top-K output).
+  deepseek_ref.py grad DIR LAYER mla|ffn N IN OUT
+      autograd of one layer's MLA or FFN on rows x (N, C) with upstream gradient dout, both
+      read from IN (f32); writes dx and the block's weight gradients (f32) to OUT.
   deepseek_ref.py logits DIR IDS OUT
       reads DIR back (its own safetensors reader and FP8 decoder from the bit layout),
       runs the HF-style math in float64 and writes float32 logits, line after line.
@@ -270,11 +273,81 @@ def rope_interleaved(x, cos, sin):
     return x * c2 + rot * s2
 
 
-def forward(c, W, ids):
-    T = len(ids)
-    C, H = c["hidden_size"], c["num_attention_heads"]
-    nope, rope, dv = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
+def mla_block(c, W, l, h, T, cos, sin, ang, af, scale, mask):
+    """MLA of layer l on normalised rows h (T, C), HF style"""
+    H, nope, rope, dv = c["num_attention_heads"], c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
     v3 = c["model_type"] == "deepseek_v3"
+    p = f"model.layers.{l}."
+    a = p + "self_attn."
+    if c["q_lora_rank"]:
+        q = rmsnorm(h @ W[a + "q_a_proj.weight"].T, W[a + "q_a_layernorm.weight"], 1e-6) @ W[a + "q_b_proj.weight"].T
+    else:
+        q = h @ W[a + "q_proj.weight"].T
+    q = q.view(T, H, nope + rope).transpose(0, 1)
+    q_nope, q_pe = q[..., :nope], q[..., nope:]
+    kv = h @ W[a + "kv_a_proj_with_mqa.weight"].T
+    ckv, k_pe = kv[:, :c["kv_lora_rank"]], kv[:, c["kv_lora_rank"]:]
+    kvb = (rmsnorm(ckv, W[a + "kv_a_layernorm.weight"], 1e-6) @ W[a + "kv_b_proj.weight"].T).view(T, H, nope + dv).transpose(0, 1)
+    k_nope, v = kvb[..., :nope], kvb[..., nope:]
+    k_pe = k_pe.view(1, T, rope)
+    if v3:
+        q_pe, k_pe = rope_interleaved(q_pe, cos, sin), rope_interleaved(k_pe, cos, sin)
+    else:  # HF V2: complex multiplication on pairs (2i, 2i+1)
+        fc = torch.polar(torch.ones_like(ang), ang) * af
+        q_pe = torch.view_as_real(torch.view_as_complex(q_pe.reshape(H, T, -1, 2).contiguous()) * fc).flatten(2)
+        k_pe = torch.view_as_real(torch.view_as_complex(k_pe.reshape(1, T, -1, 2).contiguous()) * fc).flatten(2)
+    qs = torch.cat([q_nope, q_pe], -1)
+    ks = torch.cat([k_nope, k_pe.expand(H, T, rope)], -1)
+    att = torch.softmax(qs @ ks.transpose(1, 2) * scale + mask, -1) @ v
+    return att.transpose(0, 1).reshape(T, H * dv) @ W[a + "o_proj.weight"].T
+
+
+def ffn_block(c, W, l, h, T):
+    """dense SwiGLU or DeepSeekMoE of layer l on normalised rows h (T, C), HF routing"""
+    v3 = c["model_type"] == "deepseek_v3"
+    p = f"model.layers.{l}."
+    m = p + "mlp."
+
+    def mlp(q, z):
+        return (torch.nn.functional.silu(z @ W[q + "gate_proj.weight"].T) * (z @ W[q + "up_proj.weight"].T)) @ W[q + "down_proj.weight"].T
+    if l < c["first_k_dense_replace"]:
+        return mlp(m, h)
+    E, K = c["n_routed_experts"], c["num_experts_per_tok"]
+    logits = h @ W[m + "gate.weight"].T
+    G, TG = c["n_group"], c["topk_group"]
+    if v3:
+        s = logits.sigmoid()
+        sc = s + W[m + "gate.e_score_correction_bias"]
+        gs = sc.view(T, G, -1).topk(2, -1)[0].sum(-1)
+        gi = gs.topk(TG, -1)[1]
+        gm = torch.zeros_like(gs).scatter_(1, gi, 1)
+        sm = gm.unsqueeze(-1).expand(T, G, E // G).reshape(T, E)
+        idx = sc.masked_fill(~sm.bool(), 0.0).topk(K, -1)[1]
+        w = s.gather(1, idx)
+        if c["norm_topk_prob"]:
+            w = w / (w.sum(-1, keepdim=True) + 1e-20)
+        w = w * c["routed_scaling_factor"]
+    else:
+        s = logits.softmax(-1)
+        if c["topk_method"] == "greedy":
+            w, idx = s.topk(K, -1)
+        else:
+            gs = s.view(T, G, -1).max(-1).values
+            gi = gs.topk(TG, -1)[1]
+            gm = torch.zeros_like(gs).scatter_(1, gi, 1)
+            sm = gm.unsqueeze(-1).expand(T, G, E // G).reshape(T, E)
+            w, idx = s.masked_fill(~sm.bool(), 0.0).topk(K, -1)
+        w = w * c["routed_scaling_factor"]
+    y = mlp(m + "shared_experts.", h)
+    for e in idx.unique().tolist():
+        tok, pos = (idx == e).nonzero(as_tuple=True)
+        y.index_add_(0, tok, w[tok, pos, None] * mlp(f"{m}experts.{e}.", h[tok]))
+    return y
+
+
+def rope_tables(c, T, dt):
+    """cos, sin, angles, YaRN attention factor, softmax scale and causal mask for T positions"""
+    nope, rope = c["qk_nope_head_dim"], c["qk_rope_head_dim"]
     inv, af, rp = yarn_inv_freq(c, rope)
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None]
     cos, sin = ang.cos() * af, ang.sin() * af
@@ -282,78 +355,62 @@ def forward(c, W, ids):
     if rp.get("rope_type", rp.get("type")) == "yarn" and rp.get("mscale_all_dim"):  # HF 5.17: V3 and V2
         m = 0.1 * rp["mscale_all_dim"] * math.log(rp["factor"]) + 1.0 if rp["factor"] > 1 else 1.0
         scale *= m * m
-    eps = c["rms_norm_eps"]
-    dt = W["model.norm.weight"].dtype
-    x = W["model.embed_tokens.weight"][torch.tensor(ids)]
     mask = torch.full((T, T), float("-inf"), dtype=dt).triu(1)
-    cos, sin, ang = cos.to(dt), sin.to(dt), ang.to(dt)
+    return cos.to(dt), sin.to(dt), ang.to(dt), af, scale, mask
+
+
+def forward(c, W, ids):
+    T = len(ids)
+    eps = c["rms_norm_eps"]
+    x = W["model.embed_tokens.weight"][torch.tensor(ids)]
+    cos, sin, ang, af, scale, mask = rope_tables(c, T, W["model.norm.weight"].dtype)
     for l in range(c["num_hidden_layers"]):
         p = f"model.layers.{l}."
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
-        a = p + "self_attn."
-        if c["q_lora_rank"]:
-            q = rmsnorm(h @ W[a + "q_a_proj.weight"].T, W[a + "q_a_layernorm.weight"], 1e-6) @ W[a + "q_b_proj.weight"].T
-        else:
-            q = h @ W[a + "q_proj.weight"].T
-        q = q.view(T, H, nope + rope).transpose(0, 1)
-        q_nope, q_pe = q[..., :nope], q[..., nope:]
-        kv = h @ W[a + "kv_a_proj_with_mqa.weight"].T
-        ckv, k_pe = kv[:, :c["kv_lora_rank"]], kv[:, c["kv_lora_rank"]:]
-        kvb = (rmsnorm(ckv, W[a + "kv_a_layernorm.weight"], 1e-6) @ W[a + "kv_b_proj.weight"].T).view(T, H, nope + dv).transpose(0, 1)
-        k_nope, v = kvb[..., :nope], kvb[..., nope:]
-        k_pe = k_pe.view(1, T, rope)
-        if v3:
-            q_pe, k_pe = rope_interleaved(q_pe, cos, sin), rope_interleaved(k_pe, cos, sin)
-        else:  # HF V2: complex multiplication on pairs (2i, 2i+1)
-            fc = torch.polar(torch.ones_like(ang), ang) * af
-            q_pe = torch.view_as_real(torch.view_as_complex(q_pe.reshape(H, T, -1, 2).contiguous()) * fc).flatten(2)
-            k_pe = torch.view_as_real(torch.view_as_complex(k_pe.reshape(1, T, -1, 2).contiguous()) * fc).flatten(2)
-        qs = torch.cat([q_nope, q_pe], -1)
-        ks = torch.cat([k_nope, k_pe.expand(H, T, rope)], -1)
-        att = torch.softmax(qs @ ks.transpose(1, 2) * scale + mask, -1) @ v
-        x = x + att.transpose(0, 1).reshape(T, H * dv) @ W[a + "o_proj.weight"].T
+        x = x + mla_block(c, W, l, h, T, cos, sin, ang, af, scale, mask)
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
-        m = p + "mlp."
-
-        def mlp(q, z):
-            return (torch.nn.functional.silu(z @ W[q + "gate_proj.weight"].T) * (z @ W[q + "up_proj.weight"].T)) @ W[q + "down_proj.weight"].T
-        if l < c["first_k_dense_replace"]:
-            x = x + mlp(m, h)
-            continue
-        E, K = c["n_routed_experts"], c["num_experts_per_tok"]
-        logits = h @ W[m + "gate.weight"].T
-        G, TG = c["n_group"], c["topk_group"]
-        if v3:
-            s = logits.sigmoid()
-            sc = s + W[m + "gate.e_score_correction_bias"]
-            gs = sc.view(T, G, -1).topk(2, -1)[0].sum(-1)
-            gi = gs.topk(TG, -1)[1]
-            gm = torch.zeros_like(gs).scatter_(1, gi, 1)
-            sm = gm.unsqueeze(-1).expand(T, G, E // G).reshape(T, E)
-            idx = sc.masked_fill(~sm.bool(), 0.0).topk(K, -1)[1]
-            w = s.gather(1, idx)
-            if c["norm_topk_prob"]:
-                w = w / (w.sum(-1, keepdim=True) + 1e-20)
-            w = w * c["routed_scaling_factor"]
-        else:
-            s = logits.softmax(-1)
-            if c["topk_method"] == "greedy":
-                w, idx = s.topk(K, -1)
-            else:
-                gs = s.view(T, G, -1).max(-1).values
-                gi = gs.topk(TG, -1)[1]
-                gm = torch.zeros_like(gs).scatter_(1, gi, 1)
-                sm = gm.unsqueeze(-1).expand(T, G, E // G).reshape(T, E)
-                w, idx = s.masked_fill(~sm.bool(), 0.0).topk(K, -1)
-            w = w * c["routed_scaling_factor"]
-        y = mlp(m + "shared_experts.", h)
-        for e in idx.unique().tolist():
-            tok, pos = (idx == e).nonzero(as_tuple=True)
-            y.index_add_(0, tok, w[tok, pos, None] * mlp(f"{m}experts.{e}.", h[tok]))
-        x = x + y
+        x = x + ffn_block(c, W, l, h, T)
     x = rmsnorm(x, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else W["lm_head.weight"]
     return x @ head.T
+
+
+def block_params(c, l, block):
+    """the parameters of one block in the order sushi lays out their gradients"""
+    a, m = f"model.layers.{l}.self_attn.", f"model.layers.{l}.mlp."
+    if block == "mla":
+        q = ["q_a_proj", "q_a_layernorm", "q_b_proj"] if c["q_lora_rank"] else ["q_proj"]
+        return [a + n + ".weight" for n in q + ["kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj"]]
+
+    def mlp(q):
+        return [q + n + "_proj.weight" for n in ("gate", "up", "down")]
+    if l < c["first_k_dense_replace"]:
+        return mlp(m)
+    out = [m + "gate.weight"]
+    for e in range(c["n_routed_experts"]):
+        out += mlp(f"{m}experts.{e}.")
+    return out + mlp(m + "shared_experts.")
+
+
+def cmd_grad(d, l, block, n, inp, out):
+    """x and dout (n, C) f32 from INP; writes dx then the block's parameter gradients (f32)"""
+    c = json.load(open(os.path.join(d, "config.json")))
+    W = read_checkpoint(d)
+    C = c["hidden_size"]
+    raw = torch.from_numpy(__import__("numpy").fromfile(inp, dtype="<f4")).double()
+    x, dout = raw[:n * C].reshape(n, C).clone().requires_grad_(True), raw[n * C:].reshape(n, C)
+    names = block_params(c, l, block)
+    for k in names:
+        W[k].requires_grad_(True)
+    with torch.enable_grad():
+        if block == "mla":
+            y = mla_block(c, W, l, x, n, *rope_tables(c, n, torch.float64))
+        else:
+            y = ffn_block(c, W, l, x, n)
+        (y * dout).sum().backward()
+    with open(out, "wb") as f:
+        for t in [x.grad] + [W[k].grad if W[k].grad is not None else torch.zeros_like(W[k]) for k in names]:
+            f.write(t.float().numpy().tobytes())
 
 
 def cmd_logits(d, ids_file, out):
@@ -398,6 +455,8 @@ def main():
     elif a and a[0] == "bench":
         torch.set_num_threads(int(a[5]) if len(a) > 5 else torch.get_num_threads())
         cmd_bench(a[1], int(a[2]), int(a[3]), int(a[4]))
+    elif a and a[0] == "grad":
+        cmd_grad(a[1], int(a[2]), a[3], int(a[4]), a[5], a[6])
     elif a and a[0] == "logits":
         cmd_logits(a[1], a[2], a[3])
     else:
