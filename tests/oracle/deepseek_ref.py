@@ -2,15 +2,18 @@
 """PyTorch reference for the DeepSeek teacher (SPEC §1), independent of the C code.
 
   deepseek_ref.py write DIR FLAVOUR SEED [--fp8] [--shards N] [--drop NAME] [--extra]
-                        [--reshape NAME] [--fused]
+                        [--reshape NAME] [--fused] [--vocab V]
       writes a random checkpoint: config.json + model.safetensors (or shards with
       model.safetensors.index.json). FLAVOUR: v3 (q_lora, sigmoid, noaux_tc with groups,
       YaRN with mscale, rope_parameters dialect), v2 (no q_lora, softmax, greedy,
       top-level rope_scaling dialect, tied), v2g (v2 with group_limited_greedy).
+      --vocab V overrides the vocabulary size.
       --fused stores the experts as transformers 5.x does (gate_up_proj, down_proj 3-D).
       --fp8 stores the matrices as float8_e4m3fn bytes with 128x128 weight_scale_inv.
   deepseek_ref.py bench DIR T REPS K [THREADS]
       prints the reference's scoring throughput in tokens/s (float32, top-K output).
+  deepseek_ref.py tokenizer PATH
+      writes a byte-level tokenizer.json (ids 0-255 bytes, 256 </s>) for generation tests.
   deepseek_ref.py grad DIR LAYER mla|ffn N IN OUT
       autograd of one layer's MLA or FFN on rows x (N, C) with upstream gradient dout, both
       read from IN (f32); writes dx and the block's weight gradients (f32) to OUT.
@@ -121,6 +124,8 @@ def write_safetensors(path, tensors):
 
 def cmd_write(d, flavour, seed, opts):
     c = flavour_config(flavour)
+    if opts.get("vocab"):
+        c["vocab_size"] = opts["vocab"]
     g = torch.Generator().manual_seed(seed)
     os.makedirs(d, exist_ok=True)
     tensors = {}
@@ -440,6 +445,28 @@ def cmd_bench(d, T, reps, K):
     print(f"{reps * T / dt:.1f}")
 
 
+def cmd_tokenizer(path):
+    """a byte-level BPE tokenizer.json without merges: ids 0-255 are bytes, 256 is </s>"""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(range(ord("\u00ae"), 256))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    vocab = {chr(c): b for b, c in zip(bs, cs)}
+    vocab["</s>"] = 256
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    tok = {"version": "1.0", "normalizer": None, "pre_tokenizer": bl, "post_processor": None, "decoder": bl,
+           "added_tokens": [{"id": 256, "content": "</s>", "single_word": False, "lstrip": False, "rstrip": False,
+                             "normalized": False, "special": True}],
+           "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "vocab": vocab,
+                     "merges": []}}
+    with open(path, "w") as f:
+        json.dump(tok, f)
+
+
 def main():
     a = sys.argv[1:]
     if a and a[0] == "write":
@@ -451,10 +478,14 @@ def main():
                 opts["drop"].append(a[i + 1])
             if v == "--reshape":
                 opts["reshape"].append(a[i + 1])
+            if v == "--vocab":
+                opts["vocab"] = int(a[i + 1])
         cmd_write(a[1], a[2], int(a[3]), opts)
     elif a and a[0] == "bench":
         torch.set_num_threads(int(a[5]) if len(a) > 5 else torch.get_num_threads())
         cmd_bench(a[1], int(a[2]), int(a[3]), int(a[4]))
+    elif a and a[0] == "tokenizer":
+        cmd_tokenizer(a[1])
     elif a and a[0] == "grad":
         cmd_grad(a[1], int(a[2]), a[3], int(a[4]), a[5], a[6])
     elif a and a[0] == "logits":

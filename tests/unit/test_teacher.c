@@ -1,8 +1,10 @@
-// libs: deepseek kernels cuda core
+// libs: deepseek kernels cuda core tok
 /* sushi-teacher score, run as a program on a random V3-flavour checkpoint written by
  * tests/oracle/deepseek_ref.py: the raw logits file equals ds_forward of each line
  * (bitwise), each JSON line carries the seq/pos/ids/logprobs/tail that ds_topk gives
- * for those logits at the requested K and T, and bad input is refused with a message. */
+ * for those logits at the requested K and T, and bad input is refused with a message.
+ * sushi-teacher generate (greedy, with the latent cache) prints the text of the tokens
+ * that argmax over a full recomputation of the sequence gives at every step. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,6 +19,7 @@
 
 #include "common/core/fsutil.h"
 #include "common/core/log.h"
+#include "common/tokenizer/tokenizer.h"
 #include "models/deepseek/deepseek.h"
 
 static char prog[4096], dir[64];
@@ -167,10 +170,67 @@ static void test_score_refusals(void **state) {
     free(out);
 }
 
+static void test_generate_equals_recomputation(void **state) {
+    (void)state;
+    if (!dir[0] || !fs_exists(prog)) skip();
+    const char *root = getenv("SUSHI_REPO_ROOT");
+    char gdir[128], cmd[8192], tokp[256];
+    snprintf(gdir, sizeof gdir, "%s/gen", dir);
+    snprintf(tokp, sizeof tokp, "%s/tokenizer.json", gdir);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/oracle/deepseek_ref.py write %s v3 4 --vocab 260 && "
+             "/usr/bin/python3 %s/tests/oracle/deepseek_ref.py tokenizer %s", root ? root : ".", gdir, root ? root : ".",
+             tokp);
+    assert_int_equal(system(cmd), 0);
+    enum { NEW = 10 };
+    const char *prompt = "hello world";
+    char args[4096], *out;
+    snprintf(args, sizeof args, "generate --model %s --tokenizer %s --prompt '%s' --max-tokens %d", gdir, tokp, prompt,
+             NEW);
+    assert_int_equal(run(args, &out), 0);
+    struct tokenizer *tok;
+    assert_int_equal(tok_load(&tok, tokp), 0);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(tok_encode(tok, prompt, strlen(prompt), 1, &ids, &n), 0);
+    ids = realloc(ids, (n + NEW) * sizeof(int32_t));
+    assert_non_null(ids);
+    struct ds_model m;
+    struct ds_cache k;
+    assert_int_equal(ds_load(&m, gdir, ops_cpu(), (int)n + NEW), 0);
+    assert_int_equal(ds_cache_init(&k, &m), 0);
+    int V = m.cfg.vocab, made = 0;
+    float *z = malloc((n + NEW) * (size_t)V * sizeof(float));
+    assert_non_null(z);
+    for (; made < NEW; made++) {   /* recompute the whole sequence for every token */
+        ds_cache_reset(&k);
+        assert_int_equal(ds_forward(&m, &k, ids, (int)n + made, z), 0);
+        const float *last = z + (n + made - 1) * (size_t)V;
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (last[i] > last[best]) best = i;
+        if (best == tok_eos_id(tok)) break;
+        ids[n + made] = best;
+    }
+    char *text;
+    size_t len;
+    assert_int_equal(tok_decode(tok, ids + n, (size_t)made, 1, &text, &len), 0);
+    print_message("%d tokens, %zu bytes\n", made, len);
+    assert_int_equal(strlen(out), len + 1);
+    assert_memory_equal(out, text, len);
+    free(text);
+    free(z);
+    free(ids);
+    free(out);
+    tok_free(tok);
+    ds_cache_free(&k, &m);
+    ds_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_score_outputs),
         cmocka_unit_test(test_score_refusals),
+        cmocka_unit_test(test_generate_equals_recomputation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
