@@ -7,8 +7,8 @@
  *   3. dlogits = grad_scale·((1−α)(softmax − y′) + α·(q_v/T)(g_b(v) − Σ_b q_b g_b)),
  * where q_b is the student's mass in bucket b at temperature T and g_b = ∂kd/∂q_b:
  * −T²p_b/q_b (forward KL), T²(log q_b − log p_b + 1) (reverse KL), T²(1−β)log(q_b/m_b)
- * (JSD). Bucket membership is a per-thread map vocab → bucket + 1, kept all-zero
- * between rows. */
+ * (JSD). Pass 3 writes every id as a tail id, then adds the top-K ids' own term. A
+ * per-thread map vocab → bucket + 1 (all-zero between rows) refuses repeated top-K ids. */
 #include <math.h>
 
 #include "common/core/log.h"
@@ -18,7 +18,7 @@
 #define LOSS_SLOT_E1 0       /* exp(s − max), vocab values */
 #define LOSS_SLOT_ET 1       /* exp((s − max)/T), vocab values */
 #define LOSS_SLOT_GRAD 2     /* g_b (K + 1 values), then K saved eT values */
-#define LOSS_SLOT_MAP 3      /* bucket map, vocab values */
+#define LOSS_SLOT_MAP 3      /* top-K map, vocab values */
 
 struct loss_ctx {
     float *loss, *ce, *kd, *d;
