@@ -57,7 +57,8 @@ struct rope_shape {
  *   kd  = the top-K (K+1-bucket) divergence at temperature T, mode KD_FORWARD (T²·KL(p‖q)),
  *         KD_REVERSE (T²·KL(q‖p)) or KD_JSD (T²·JSD_β)
  *   loss = alpha·kd + (1 − alpha)·ce
- * Rows with target < 0 contribute to neither (and get zero gradient). */
+ * Rows with target < 0 contribute to neither (and get zero gradient); a target ≥ vocab
+ * or a top-K id outside [0, vocab) is an error. Per-row values are not averaged. */
 enum kd_mode { KD_FORWARD = 0, KD_REVERSE = 1, KD_JSD = 2 };
 struct loss_args {
     int N;             /* rows */
@@ -125,7 +126,8 @@ struct ops {
 
     int (*attention_forward)(void *out, float *lse, const void *q, const void *k, const void *v,
                              const struct attn_shape *s);
-    /* dq, dk, dv overwrite */
+    /* dq, dk, dv overwrite; they use the strides of q, k, v, and only the heads' columns
+     * are written (other columns of a packed row are left alone) */
     int (*attention_backward)(void *dq, void *dk, void *dv, const void *dout, const void *out,
                               const float *lse, const void *q, const void *k, const void *v,
                               const struct attn_shape *s);
