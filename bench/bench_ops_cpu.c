@@ -4,7 +4,7 @@
  * (bench/bench_ops_cpu.py, same thread count) in one run; prints ms and the ratio
  * torch/sushi per op. Backward rows time forward + backward, as autograd does.
  *
- *   build/bench/bench_ops_cpu [--threads 2] [--no-torch] */
+ *   build/bench/bench_ops_cpu [--threads 2] [--no-torch] [--only SUBSTRING] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,11 +156,13 @@ static double time_ms(void (*fn)(void)) {
 
 int main(int argc, char **argv) {
     int threads = 2, torch = 1;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-torch")) torch = 0;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else {
-            printf("usage: bench_ops_cpu [--threads N] [--no-torch]\n"
+            printf("usage: bench_ops_cpu [--threads N] [--no-torch] [--only SUBSTRING]\n"
                    "CPU op timings on the dev-tier shapes against PyTorch CPU (bench/bench_ops_cpu.py).\n");
             return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
         }
@@ -174,7 +176,7 @@ int main(int argc, char **argv) {
     setup();
     double ms[NB], tms[NB];
     for (int i = 0; i < NB; i++) {
-        ms[i] = time_ms(benches[i].fn);
+        ms[i] = only && !strstr(benches[i].name, only) ? NAN : time_ms(benches[i].fn);
         tms[i] = NAN;
     }
     if (torch) {
@@ -195,6 +197,7 @@ int main(int argc, char **argv) {
            threads, B, T, C, H, G, D, FF, V, K);
     printf("%-20s %10s %10s %8s\n", "op", "sushi ms", "torch ms", "ratio");
     for (int i = 0; i < NB; i++)
-        printf("%-20s %10.2f %10.2f %7.2fx\n", benches[i].name, ms[i], tms[i], tms[i] / ms[i]);
+        if (!only || strstr(benches[i].name, only))
+            printf("%-20s %10.2f %10.2f %7.2fx\n", benches[i].name, ms[i], tms[i], tms[i] / ms[i]);
     return 0;
 }
