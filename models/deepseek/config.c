@@ -63,6 +63,7 @@ static int ds_parse_rope(struct ds_config *c, const json_t *root, struct ju_wher
     y->beta_fast = 32;
     y->beta_slow = 1;
     y->attention_factor = -1;
+    y->attention_factor_given = 0;
     y->original_max_pos = 0;
     rc = ju_double(rp, wp, "factor", 1, &y->factor);
     if (!rc) rc = ju_double(rp, wp, "beta_fast", 0, &y->beta_fast);
@@ -76,8 +77,10 @@ static int ds_parse_rope(struct ds_config *c, const json_t *root, struct ju_wher
     /* HF: with original_max_position_embeddings the frequencies and the cos/sin factor use
      * max_position_embeddings / original instead of `factor` */
     y->freq_factor = y->factor;
+    y->original_given = y->original_max_pos != 0;
     if (y->original_max_pos) y->freq_factor = (double)c->max_pos / y->original_max_pos;
     else y->original_max_pos = c->max_pos;
+    y->attention_factor_given = y->attention_factor >= 0;
     if (y->attention_factor < 0) {
         if (y->mscale != 0 && y->mscale_all_dim != 0)
             y->attention_factor = yarn_mscale(y->freq_factor, y->mscale) / yarn_mscale(y->freq_factor, y->mscale_all_dim);

@@ -21,6 +21,8 @@ struct ds_yarn {
     double factor;          /* as written in config.json */
     double freq_factor;     /* max_position/original_max_position when the latter is given */
     int original_max_pos;
+    int original_given;     /* original_max_position_embeddings was in the file */
+    int attention_factor_given;
     double beta_fast, beta_slow, mscale, mscale_all_dim;
     double attention_factor;/* multiplies cos/sin */
 };
@@ -136,6 +138,11 @@ int ds_route(const struct ds_config *c, const float *router_bias, const float *l
  * logprobs = log_softmax(z/T) there, *tail = logsumexp over the other ids of z/T minus
  * logsumexp over all. */
 int ds_topk(const float *z, int V, int K, float T, int32_t *ids, float *logprobs, float *tail);
+
+/* Writes the model to DIR in the HF layout (config.json with rope_parameters,
+ * model.safetensors in f32, one tensor per expert), readable by ds_load and by HF
+ * transformers' DeepseekV3/V2ForCausalLM. save.c */
+int ds_save(const struct ds_model *m, const char *dir);
 
 /* Describes a DeepSeek checkpoint for `sushi inspect` (layers, experts, total and
  * active parameters, dtypes). */

@@ -115,6 +115,52 @@ static void test_v3_fp8_sharded_logits(void **state) { (void)state; check_agains
 static void test_v2_fp8_logits(void **state) { (void)state; check_against_torch("v2", "--fp8"); }
 static void test_v3_fused_experts_logits(void **state) { (void)state; check_against_torch("v3", "--fused --shards 2"); }
 
+/* export in the HF layout: reloads to the same logits, and the independent reader of
+ * the oracle (HF names, rope_parameters dialect) computes them too */
+static void check_save(const char *flavour, const char *args) {
+    char *dir = ds_fixture(flavour, 13, args);
+    struct ds_model m, m2;
+    assert_int_equal(ds_load(&m, dir, ops_cpu(), 16), 0);
+    char out[512];
+    snprintf(out, sizeof out, "%s/export", dir);
+    assert_int_equal(ds_save(&m, out), 0);
+    assert_int_equal(ds_load(&m2, out, ops_cpu(), 16), 0);
+    assert_int_equal(m2.n_params, m.n_params);
+    int V = m.cfg.vocab, na = sizeof seq_a / sizeof seq_a[0], nb = sizeof seq_b / sizeof seq_b[0];
+    float *a = malloc((size_t)(na + nb) * V * sizeof(float)), *b = malloc((size_t)(na + nb) * V * sizeof(float));
+    assert_non_null(a);
+    assert_non_null(b);
+    struct ds_cache k, k2;
+    assert_int_equal(ds_cache_init(&k, &m), 0);
+    assert_int_equal(ds_cache_init(&k2, &m2), 0);
+    assert_int_equal(ds_forward(&m, &k, seq_a, na, a), 0);
+    ds_cache_reset(&k);
+    assert_int_equal(ds_forward(&m, &k, seq_b, nb, a + (size_t)na * V), 0);
+    assert_int_equal(ds_forward(&m2, &k2, seq_a, na, b), 0);
+    ds_cache_reset(&k2);
+    assert_int_equal(ds_forward(&m2, &k2, seq_b, nb, b + (size_t)na * V), 0);
+    assert_memory_equal(a, b, (size_t)(na + nb) * V * sizeof(float));
+    float *ref = oracle_logits(out, (size_t)(na + nb) * V);
+    double e = rel_err(a, ref, (size_t)(na + nb) * V);
+    print_message("%s %s exported: oracle rel L2 %.3g\n", flavour, args, e);
+    assert_true(e <= 1e-4);
+    free(ref);
+    free(a);
+    free(b);
+    ds_cache_free(&k, &m);
+    ds_cache_free(&k2, &m2);
+    ds_free(&m);
+    ds_free(&m2);
+    ds_rmdir(dir);
+}
+
+static void test_save(void **state) {
+    (void)state;
+    if (!have_torch()) skip();
+    check_save("v3", "--fused");
+    check_save("v2", "--fp8");
+}
+
 /* token-by-token decoding with the c / k_pe cache gives the logits of one full pass */
 /* sushi inspect's parameter count equals the elements the loader read */
 static void test_describe(void **state) {
@@ -397,6 +443,7 @@ int main(void) {
         cmocka_unit_test(test_v3_fused_experts_logits),
         cmocka_unit_test(test_cache_equals_full_pass),
         cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_save),
         cmocka_unit_test(test_mla_backward),
         cmocka_unit_test(test_ffn_backward),
         cmocka_unit_test(test_bad_checkpoints),
