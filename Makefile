@@ -125,8 +125,8 @@ test-asan: check-deps
 	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash scripts/run-tests.sh
 
 # On the GPU machine: the CUDA op harness and GPU tests.
-test-gpu: core $(BUILD)/tests/test_ops_cuda
-	bash scripts/run-tests.sh --gpu ops_cuda
+test-gpu: core $(BUILD)/tests/test_ops_cuda $(BUILD)/tests/test_student_cuda
+	bash scripts/run-tests.sh --gpu _cuda
 
 bench: all
 	bash scripts/run-bench.sh
