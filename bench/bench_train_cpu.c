@@ -15,106 +15,7 @@
 #include "models/optim.h"
 #include "models/student/student.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* ---- the op table with a timer around each compute op ---- */
-enum { P_MATMUL, P_ATTN_F, P_ATTN_B, P_NORM_F, P_NORM_B, P_ROPE, P_SWIGLU_F, P_SWIGLU_B,
-       P_LOSS, P_ADAMW, P_EMB, P_ELTWISE, P_COUNT };
-static const char *p_names[P_COUNT] = {"matmul", "attention_forward", "attention_backward",
-    "rmsnorm_forward", "rmsnorm_backward", "rope", "swiglu_forward", "swiglu_backward",
-    "loss", "adamw+sumsq", "embedding", "copy/axpy/fill"};
-static double p_time[P_COUNT];
-static const struct ops *base;
-static struct ops timed;
-
-/* matmul time by shape (m, n, k, trans_a, trans_b) */
-struct mm_shape { int m, n, k, ta, tb, calls; double t; };
-static struct mm_shape mm[64];
-static int n_mm;
-
-static void mm_note(int m, int n, int k, int ta, int tb, double t) {
-    for (int i = 0; i < n_mm; i++)
-        if (mm[i].m == m && mm[i].n == n && mm[i].k == k && mm[i].ta == ta && mm[i].tb == tb) {
-            mm[i].calls++;
-            mm[i].t += t;
-            return;
-        }
-    if (n_mm < 64) mm[n_mm++] = (struct mm_shape){m, n, k, ta, tb, 1, t};
-}
-
-#define TIMED(slot, call) do { double t0_ = now_s(); int rc_ = (call); p_time[slot] += now_s() - t0_; return rc_; } while (0)
-static int t_matmul(void *c, const void *a, const void *b, int m, int n, int k, int ta, int tb,
-                    float al, float be, int lda, int ldb, int ldc) {
-    double t0 = now_s();
-    int rc = base->matmul(c, a, b, m, n, k, ta, tb, al, be, lda, ldb, ldc);
-    double dt = now_s() - t0;
-    p_time[P_MATMUL] += dt;
-    mm_note(m, n, k, ta, tb, dt);
-    return rc;
-}
-static int t_attn_f(void *o, float *l, const void *q, const void *k, const void *v, const struct attn_shape *s) {
-    TIMED(P_ATTN_F, base->attention_forward(o, l, q, k, v, s));
-}
-static int t_attn_b(void *dq, void *dk, void *dv, const void *d, const void *o, const float *l,
-                    const void *q, const void *k, const void *v, const struct attn_shape *s) {
-    TIMED(P_ATTN_B, base->attention_backward(dq, dk, dv, d, o, l, q, k, v, s));
-}
-static int t_norm_f(void *o, float *r, const void *x, const void *w, int N, int C, float e) {
-    TIMED(P_NORM_F, base->rmsnorm_forward(o, r, x, w, N, C, e));
-}
-static int t_norm_b(void *dx, void *dw, const void *d, const void *x, const void *w, const float *r, int N, int C) {
-    TIMED(P_NORM_B, base->rmsnorm_backward(dx, dw, d, x, w, r, N, C));
-}
-static int t_rope_f(void *x, const struct rope_shape *s) { TIMED(P_ROPE, base->rope_forward(x, s)); }
-static int t_rope_b(void *x, const struct rope_shape *s) { TIMED(P_ROPE, base->rope_backward(x, s)); }
-static int t_sw_f(void *o, const void *h, int N, int F) { TIMED(P_SWIGLU_F, base->swiglu_forward(o, h, N, F)); }
-static int t_sw_b(void *dh, const void *d, const void *h, int N, int F) {
-    TIMED(P_SWIGLU_B, base->swiglu_backward(dh, d, h, N, F));
-}
-static int t_loss(float *l, float *ce, float *kd, void *dl, const void *lg, const int32_t *t,
-                  const struct loss_args *a) {
-    TIMED(P_LOSS, base->loss_forward_backward(l, ce, kd, dl, lg, t, a));
-}
-static int t_adamw(float *m, void *p, const void *g, float *mm, float *v, const struct adamw_args *a) {
-    TIMED(P_ADAMW, base->adamw(m, p, g, mm, v, a));
-}
-static int t_sumsq(float *o, const void *x, size_t n) { TIMED(P_ADAMW, base->sumsq(o, x, n)); }
-static int t_emb_f(void *o, const int32_t *i, const void *t, int N, int C) {
-    TIMED(P_EMB, base->embedding_forward(o, i, t, N, C));
-}
-static int t_emb_b(void *d, const int32_t *i, const void *o, int N, int C) {
-    TIMED(P_EMB, base->embedding_backward(d, i, o, N, C));
-}
-static int t_copy(void *d, const void *s, size_t n) { TIMED(P_ELTWISE, base->copy(d, s, n)); }
-static int t_axpy(void *y, float a, const void *x, size_t n) { TIMED(P_ELTWISE, base->axpy(y, a, x, n)); }
-static int t_fill(void *x, float v, size_t n) { TIMED(P_ELTWISE, base->fill(x, v, n)); }
-
-static const struct ops *timed_ops(const struct ops *b) {
-    base = b;
-    timed = *b;
-    timed.matmul = t_matmul;
-    timed.attention_forward = t_attn_f;
-    timed.attention_backward = t_attn_b;
-    timed.rmsnorm_forward = t_norm_f;
-    timed.rmsnorm_backward = t_norm_b;
-    timed.rope_forward = t_rope_f;
-    timed.rope_backward = t_rope_b;
-    timed.swiglu_forward = t_sw_f;
-    timed.swiglu_backward = t_sw_b;
-    timed.loss_forward_backward = t_loss;
-    timed.adamw = t_adamw;
-    timed.sumsq = t_sumsq;
-    timed.embedding_forward = t_emb_f;
-    timed.embedding_backward = t_emb_b;
-    timed.copy = t_copy;
-    timed.axpy = t_axpy;
-    timed.fill = t_fill;
-    return &timed;
-}
+#include "bench/ops_profile.h"
 
 static double torch_tokens_per_s(int threads, int steps, int layers, int B, int T) {
     char cmd[512], line[256];
@@ -155,7 +56,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     ops_cpu_set_threads(threads);
-    const struct ops *ops = profile ? timed_ops(ops_cpu()) : ops_cpu();
+    sync_each = profile;
+    const struct ops *ops = profile ? profile_ops(ops_cpu()) : ops_cpu();
     struct student_config c = {.n_layers = layers, .d_model = 512, .n_heads = 8, .n_kv_heads = 4,
                                .d_ff = 1408, .vocab = 32000, .max_seq = 512, .tied = 1,
                                .rope_theta = 10000.0f, .norm_eps = 1e-5f};

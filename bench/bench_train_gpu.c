@@ -22,128 +22,7 @@
 
 #define H100_BF16_FLOPS 989e12
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* ---- the op table with allocation accounting and optional per-op timers ---- */
-static const struct ops *base;
-static struct ops wrapped;
-static int sync_each;
-
-#define MEM_SLOTS 4096
-static void *mem_ptr[MEM_SLOTS];
-static size_t mem_size[MEM_SLOTS];
-static size_t mem_live, mem_peak;
-
-static void *w_alloc(size_t bytes) {
-    void *p = base->alloc(bytes);
-    if (!p) return NULL;
-    for (int i = 0; i < MEM_SLOTS; i++)
-        if (!mem_ptr[i]) {
-            mem_ptr[i] = p;
-            mem_size[i] = bytes;
-            break;
-        }
-    mem_live += bytes;
-    if (mem_live > mem_peak) mem_peak = mem_live;
-    return p;
-}
-
-static void w_free(void *p) {
-    for (int i = 0; i < MEM_SLOTS && p; i++)
-        if (mem_ptr[i] == p) {
-            mem_live -= mem_size[i];
-            mem_ptr[i] = NULL;
-            break;
-        }
-    base->free(p);
-}
-
-enum { P_MATMUL, P_ATTN_F, P_ATTN_B, P_NORM_F, P_NORM_B, P_ROPE, P_SWIGLU_F, P_SWIGLU_B,
-       P_LOSS, P_ADAMW, P_EMB, P_ELTWISE, P_COUNT };
-static const char *p_names[P_COUNT] = {"matmul", "attention_forward", "attention_backward",
-    "rmsnorm_forward", "rmsnorm_backward", "rope", "swiglu_forward", "swiglu_backward",
-    "loss", "adamw+sumsq", "embedding", "copy/axpy/fill"};
-static double p_time[P_COUNT];
-
-/* times `call` (synchronised before and after) when sync_each is set */
-#define TIMED(slot, call) do {                                                        \
-        if (!sync_each) return (call);                                                \
-        int rc_ = base->sync();                                                       \
-        double t0_ = now_s();                                                         \
-        if (!rc_) rc_ = (call);                                                       \
-        if (!rc_) rc_ = base->sync();                                                 \
-        p_time[slot] += now_s() - t0_;                                                \
-        return rc_;                                                                   \
-    } while (0)
-static int t_matmul(void *c, const void *a, const void *b, int m, int n, int k, int ta, int tb,
-                    float al, float be, int lda, int ldb, int ldc) {
-    TIMED(P_MATMUL, base->matmul(c, a, b, m, n, k, ta, tb, al, be, lda, ldb, ldc));
-}
-static int t_attn_f(void *o, float *l, const void *q, const void *k, const void *v, const struct attn_shape *s) {
-    TIMED(P_ATTN_F, base->attention_forward(o, l, q, k, v, s));
-}
-static int t_attn_b(void *dq, void *dk, void *dv, const void *d, const void *o, const float *l,
-                    const void *q, const void *k, const void *v, const struct attn_shape *s) {
-    TIMED(P_ATTN_B, base->attention_backward(dq, dk, dv, d, o, l, q, k, v, s));
-}
-static int t_norm_f(void *o, float *r, const void *x, const void *w, int N, int C, float e) {
-    TIMED(P_NORM_F, base->rmsnorm_forward(o, r, x, w, N, C, e));
-}
-static int t_norm_b(void *dx, void *dw, const void *d, const void *x, const void *w, const float *r, int N, int C) {
-    TIMED(P_NORM_B, base->rmsnorm_backward(dx, dw, d, x, w, r, N, C));
-}
-static int t_rope_f(void *x, const struct rope_shape *s) { TIMED(P_ROPE, base->rope_forward(x, s)); }
-static int t_rope_b(void *x, const struct rope_shape *s) { TIMED(P_ROPE, base->rope_backward(x, s)); }
-static int t_sw_f(void *o, const void *h, int N, int F) { TIMED(P_SWIGLU_F, base->swiglu_forward(o, h, N, F)); }
-static int t_sw_b(void *dh, const void *d, const void *h, int N, int F) {
-    TIMED(P_SWIGLU_B, base->swiglu_backward(dh, d, h, N, F));
-}
-static int t_loss(float *l, float *ce, float *kd, void *dl, const void *lg, const int32_t *t,
-                  const struct loss_args *a) {
-    TIMED(P_LOSS, base->loss_forward_backward(l, ce, kd, dl, lg, t, a));
-}
-static int t_adamw(float *m, void *p, const void *g, float *mm, float *v, const struct adamw_args *a) {
-    TIMED(P_ADAMW, base->adamw(m, p, g, mm, v, a));
-}
-static int t_sumsq(float *o, const void *x, size_t n) { TIMED(P_ADAMW, base->sumsq(o, x, n)); }
-static int t_emb_f(void *o, const int32_t *i, const void *t, int N, int C) {
-    TIMED(P_EMB, base->embedding_forward(o, i, t, N, C));
-}
-static int t_emb_b(void *d, const int32_t *i, const void *o, int N, int C) {
-    TIMED(P_EMB, base->embedding_backward(d, i, o, N, C));
-}
-static int t_copy(void *d, const void *s, size_t n) { TIMED(P_ELTWISE, base->copy(d, s, n)); }
-static int t_axpy(void *y, float a, const void *x, size_t n) { TIMED(P_ELTWISE, base->axpy(y, a, x, n)); }
-static int t_fill(void *x, float v, size_t n) { TIMED(P_ELTWISE, base->fill(x, v, n)); }
-
-static const struct ops *wrap_ops(const struct ops *b) {
-    base = b;
-    wrapped = *b;
-    wrapped.alloc = w_alloc;
-    wrapped.free = w_free;
-    wrapped.matmul = t_matmul;
-    wrapped.attention_forward = t_attn_f;
-    wrapped.attention_backward = t_attn_b;
-    wrapped.rmsnorm_forward = t_norm_f;
-    wrapped.rmsnorm_backward = t_norm_b;
-    wrapped.rope_forward = t_rope_f;
-    wrapped.rope_backward = t_rope_b;
-    wrapped.swiglu_forward = t_sw_f;
-    wrapped.swiglu_backward = t_sw_b;
-    wrapped.loss_forward_backward = t_loss;
-    wrapped.adamw = t_adamw;
-    wrapped.sumsq = t_sumsq;
-    wrapped.embedding_forward = t_emb_f;
-    wrapped.embedding_backward = t_emb_b;
-    wrapped.copy = t_copy;
-    wrapped.axpy = t_axpy;
-    wrapped.fill = t_fill;
-    return &wrapped;
-}
+#include "bench/ops_profile.h"
 
 /* ---- one configuration: median step time, phases, peak memory ---- */
 struct run_result {
@@ -261,7 +140,7 @@ int main(int argc, char **argv) {
         printf("bench_train_gpu: no GPU (%s); nothing measured\n", sushi_last_error());
         return 0;
     }
-    const struct ops *ops = wrap_ops(gpu);
+    const struct ops *ops = profile_ops(gpu);
     struct student_config c = {.n_layers = layers, .d_model = 768, .n_heads = 12, .n_kv_heads = 12,
                                .d_ff = 2048, .vocab = 50304, .max_seq = T, .tied = 1,
                                .rope_theta = 10000.0f, .norm_eps = 1e-5f};
