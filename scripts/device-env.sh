@@ -4,10 +4,11 @@
 # /tmp/debroot and points the compiler and loader at them.
 #   source scripts/device-env.sh && make core
 R=/tmp/debroot
-if [ ! -d "$R" ]; then
-  mkdir -p "$R"
-  for f in .deb/*.deb; do dpkg -x "$f" "$R"; done
-fi
+mkdir -p "$R/.stamps"
+for f in .deb/*.deb; do
+  s="$R/.stamps/$(basename "$f")"
+  [ -e "$s" ] || { dpkg -x "$f" "$R" && touch "$s"; }
+done
 L=$R/usr/lib/x86_64-linux-gnu
 # Debian's openblas-pthread keeps libopenblas in a subfolder
 export CPATH=$R/usr/include:$R/usr/include/x86_64-linux-gnu/openblas-pthread${CPATH:+:$CPATH}
