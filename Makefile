@@ -60,6 +60,8 @@ lib_file = $(BUILD)/lib/libsushi_$(1).a
 
 # `// libs: a b c` on the first lines of a program or test
 libs_of  = $(shell sed -n 's|^// libs: *||p' $(1) | head -1)
+# `// ldlibs: -lfoo` on the first lines: external libraries only that program links
+ldlibs_of = $(shell sed -n 's|^// ldlibs: *||p' $(1) | head -1)
 libs_in_order = $(filter $(1),$(LIBS_ALL))
 link_libs = $(foreach l,$(call libs_in_order,$(1)),$(call lib_file,$(l))) \
             $(foreach l,$(call libs_in_order,$(1)),$(EXT_$(l)))
@@ -98,7 +100,7 @@ lib_deps = $(foreach l,$(call libs_in_order,$(1)),$(call lib_file,$(l)))
 define prog_rule
 $(1): $(2) $(call lib_deps,$(call libs_of,$(firstword $(2))))
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CFLAGS) $(2) -o $$@ $$(LDFLAGS) -Wl,--start-group $(call link_libs,$(call libs_of,$(firstword $(2)))) -Wl,--end-group $(3)
+	$$(CC) $$(CFLAGS) $(2) -o $$@ $$(LDFLAGS) -Wl,--start-group $(call link_libs,$(call libs_of,$(firstword $(2)))) -Wl,--end-group $(3) $(call ldlibs_of,$(firstword $(2)))
 endef
 $(eval $(call prog_rule,$(BUILD)/bin/sushi,tools/sushi.c))
 $(foreach t,$(TOOLS),$(eval $(call prog_rule,$(BUILD)/bin/sushi-$(t),tools/$(t)/main.c $(filter-out tools/$(t)/main.c,$(wildcard tools/$(t)/*.c)))))

@@ -93,10 +93,10 @@ static int transport_zerr(struct transport *t, const char *what)
 int transport_open(struct transport **out, void *zctx, enum transport_kind kind,
                    const char *endpoint, int bind, const struct transport_opts *opts)
 {
-    static const int ztype[] = { ZMQ_PUSH, ZMQ_PULL, ZMQ_DEALER, ZMQ_ROUTER };
+    static const int ztype[] = { ZMQ_PUSH, ZMQ_PULL, ZMQ_DEALER, ZMQ_ROUTER, ZMQ_PUB, ZMQ_SUB };
     if (!out || !zctx) return sushi_error(SUSHI_EINVAL, "transport_open: NULL argument");
     *out = NULL;
-    if ((int)kind < 0 || kind > TRANSPORT_ROUTER)
+    if ((int)kind < 0 || kind > TRANSPORT_SUB)
         return sushi_error(SUSHI_EINVAL, "transport_open: invalid socket kind %d", (int)kind);
     struct transport_opts o = opts ? *opts : transport_opts_default();
     int rc = transport_check_endpoint(endpoint, o.allow_remote);
@@ -127,7 +127,8 @@ int transport_open(struct transport **out, void *zctx, enum transport_kind kind,
         zmq_setsockopt(t->sock, ZMQ_SNDHWM, &o.sndhwm, sizeof(int)) ||
         zmq_setsockopt(t->sock, ZMQ_RCVHWM, &o.rcvhwm, sizeof(int)) ||
         zmq_setsockopt(t->sock, ZMQ_SNDTIMEO, &o.send_timeout_ms, sizeof(int)) ||
-        (kind == TRANSPORT_ROUTER && zmq_setsockopt(t->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one))) {
+        (kind == TRANSPORT_ROUTER && zmq_setsockopt(t->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)) ||
+        (kind == TRANSPORT_SUB && zmq_setsockopt(t->sock, ZMQ_SUBSCRIBE, "", 0))) {
         rc = transport_zerr(t, "zmq_setsockopt");
         goto fail;
     }
@@ -184,8 +185,9 @@ int transport_send(struct transport *t, const struct wire_msg *m, const struct t
                    transport_done_fn done, void *ctx)
 {
     if (!t || !m) return sushi_error(SUSHI_EINVAL, "transport_send: NULL argument");
-    if (t->kind == TRANSPORT_PULL)
-        return sushi_error(SUSHI_EINVAL, "%s: transport_send on a PULL socket", t->name);
+    if (t->kind == TRANSPORT_PULL || t->kind == TRANSPORT_SUB)
+        return sushi_error(SUSHI_EINVAL, "%s: transport_send on a %s socket", t->name,
+                           t->kind == TRANSPORT_SUB ? "SUB" : "PULL");
     if (t->kind == TRANSPORT_ROUTER && (!to || to->route_len == 0 || to->route_len > sizeof to->route))
         return sushi_error(SUSHI_EINVAL, "%s: ROUTER send needs a peer routing id", t->name);
     struct transport_sendref *ref = NULL;
@@ -373,8 +375,9 @@ int transport_recv(struct transport *t, struct wire_msg *m, struct transport_pee
 {
     if (!t || !m) return sushi_error(SUSHI_EINVAL, "transport_recv: NULL argument");
     wire_msg_init(m, WIRE_BATCH);
-    if (t->kind == TRANSPORT_PUSH)
-        return sushi_error(SUSHI_EINVAL, "%s: transport_recv on a PUSH socket", t->name);
+    if (t->kind == TRANSPORT_PUSH || t->kind == TRANSPORT_PUB)
+        return sushi_error(SUSHI_EINVAL, "%s: transport_recv on a %s socket", t->name,
+                           t->kind == TRANSPORT_PUB ? "PUB" : "PUSH");
     int64_t deadline = timeout_ms < 0 ? -1 : transport_now_ms() + timeout_ms;
     for (;;) {
         int64_t left = deadline < 0 ? -1 : deadline - transport_now_ms();

@@ -17,7 +17,9 @@
 
 #include "common/wire/wire.h"
 
-enum transport_kind { TRANSPORT_PUSH = 0, TRANSPORT_PULL, TRANSPORT_DEALER, TRANSPORT_ROUTER };
+/* PUB only sends, SUB only receives and is subscribed to every message. */
+enum transport_kind { TRANSPORT_PUSH = 0, TRANSPORT_PULL, TRANSPORT_DEALER, TRANSPORT_ROUTER,
+                      TRANSPORT_PUB, TRANSPORT_SUB };
 
 struct transport_opts {
     struct wire_caps caps;  /* validation caps; ZMQ_MAXMSGSIZE = largest allowed frame */
