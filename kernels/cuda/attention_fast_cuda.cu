@@ -1,9 +1,12 @@
 /* Register-resident attention forward for dqk = dv ∈ {64, 128} (the common shapes):
  * mma.sync m16n8k16 bf16 with f32 accumulation, FlashAttention-2 style. Each warp owns
  * 16 queries; scores, probabilities and the output accumulator stay in registers, only
- * the 64-key K/V tiles go through shared memory. Fragment layouts are those of the PTX
- * ISA for m16n8k16: lane = 4·g + t holds rows g and g+8, columns 2t and 2t+1. */
+ * the 64-key K/V tiles go through shared memory, double-buffered with cp.async (the next
+ * tile loads while this one is used) and read into fragments with ldmatrix. Fragment
+ * layouts are those of the PTX ISA for m16n8k16: lane = 4·g + t holds rows g and g+8,
+ * columns 2t and 2t+1. Causal query blocks run heaviest first (shorter tail). */
 #include <math.h>
+#include <stdlib.h>
 
 #include "kernels/cuda/attention_common.h"
 
@@ -26,53 +29,150 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 __device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
 
-__device__ __forceinline__ uint32_t pair16(const bf16 *lo, const bf16 *hi) {
-    return (uint32_t)*(const uint16_t *)lo | ((uint32_t)*(const uint16_t *)hi << 16);
+/* four 8×8 bf16 matrices from shared; lanes 8m..8m+7 give the row addresses of matrix m */
+__device__ __forceinline__ void ldsm4(uint32_t *r, const bf16 *p) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
 }
 
+/* the same, transposed: lane 4g+t gets column g, rows 2t and 2t+1 */
+__device__ __forceinline__ void ldsm4t(uint32_t *r, const bf16 *p) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+
+__device__ __forceinline__ void cp_async4(void *dst, const void *src) {
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+}
+
+__device__ __forceinline__ void cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void cp_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* starts copying 64 rows [r0, r0+64) of a [B,T,heads,D] bf16 tensor (head hh, token
+ * stride ts; ts % 8 == 0, 16-byte aligned) into shared [64][D+8]; zeros beyond T */
 template <int D>
-__global__ void __launch_bounds__(FA_WARPS * 32)
-attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                              struct attn_shape s) {
-    constexpr int LD = D + 8, KB = D / 16, NB = D / 8;
-    __shared__ __align__(16) bf16 Ks[FA_BK * LD], Vs[FA_BK * LD];
-    bf16 *Qs = Ks; /* Q passes through the K tile on its way into registers */
-    const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
-    const int q0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int gr = lane / 4, tq = lane % 4;
-    attn_load_rows(Qs, LD, q, b, q0, s.T, s.q_stride, h, D);
-    __syncthreads();
-    uint32_t qf[KB][4];
-    const bf16 *qw = Qs + warp * 16 * LD;
+__device__ __forceinline__ void fa_async_rows(bf16 *dst, const bf16 *src, int b, int r0, int T, int ts, int hh) {
+    constexpr int LD = D + 8, CH = D / 8;
+    for (int e = threadIdx.x; e < FA_BK * CH; e += blockDim.x) {
+        int r = e / CH, c = (e % CH) * 8, t = r0 + r;
+        const bf16 *g = t < T ? src + ((size_t)b * T + t) * ts + (size_t)hh * D + c : src;
+        cp_async16(dst + r * LD + c, g, t < T ? 16 : 0);
+    }
+}
+
+/* c[8] = A_w(16×D, registers) · rows(64×D, shared)ᵀ */
+template <int D>
+__device__ __forceinline__ void fa_abt(float (*c)[4], const uint32_t (*af)[4], const bf16 *rows) {
+    constexpr int LD = D + 8, KB = D / 16;
+    const int lane = threadIdx.x % 32;
+    const bf16 *base = rows + (lane & 7) * LD + (lane >> 3) * 8;
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) {
+        c[nb][0] = c[nb][1] = c[nb][2] = c[nb][3] = 0.0f;
+#pragma unroll
+        for (int kb = 0; kb < KB; kb += 2) {
+            uint32_t bf[4];
+            ldsm4(bf, base + nb * 8 * LD + kb * 16);
+            mma_bf16(c[nb], af[kb][0], af[kb][1], af[kb][2], af[kb][3], bf[0], bf[1]);
+            mma_bf16(c[nb], af[kb + 1][0], af[kb + 1][1], af[kb + 1][2], af[kb + 1][3], bf[2], bf[3]);
+        }
+    }
+}
+
+/* acc[NB] += pa(16×16 A fragment) · rows[kb·16, kb·16+16)(16×D, shared, k = row index) */
+template <int D>
+__device__ __forceinline__ void fa_mma_rows(float (*acc)[4], const uint32_t *pa, const bf16 *rows, int kb) {
+    constexpr int LD = D + 8, NB = D / 8;
+    const int lane = threadIdx.x % 32;
+    const bf16 *base = rows + (kb * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+#pragma unroll
+    for (int nb = 0; nb < NB; nb += 2) {
+        uint32_t bf[4];
+        ldsm4t(bf, base + nb * 8);
+        mma_bf16(acc[nb], pa[0], pa[1], pa[2], pa[3], bf[0], bf[1]);
+        mma_bf16(acc[nb + 1], pa[0], pa[1], pa[2], pa[3], bf[2], bf[3]);
+    }
+}
+
+/* acc[NB] += A · B where A (16×64, from four 16×8 score blocks per 16 columns) is
+ * rounded to bf16 and B rows are `rows` ([64][LD] in shared, k = row index) */
+template <int D>
+__device__ __forceinline__ void fa_acc_ab(float (*acc)[4], float (*a)[4], const bf16 *rows) {
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++) {
+        uint32_t pa[4] = {pack_bf16(a[2 * kb][0], a[2 * kb][1]), pack_bf16(a[2 * kb][2], a[2 * kb][3]),
+                          pack_bf16(a[2 * kb + 1][0], a[2 * kb + 1][1]),
+                          pack_bf16(a[2 * kb + 1][2], a[2 * kb + 1][3])};
+        fa_mma_rows<D>(acc, pa, rows, kb);
+    }
+}
+
+/* A fragments of the 16 rows at `w` ([16][LD] in shared) */
+template <int D>
+__device__ __forceinline__ void fa_frags(uint32_t (*f)[4], const bf16 *w, int gr, int tq) {
+    constexpr int LD = D + 8, KB = D / 16;
 #pragma unroll
     for (int kb = 0; kb < KB; kb++) {
-        qf[kb][0] = ld32(qw + gr * LD + kb * 16 + 2 * tq);
-        qf[kb][1] = ld32(qw + (gr + 8) * LD + kb * 16 + 2 * tq);
-        qf[kb][2] = ld32(qw + gr * LD + kb * 16 + 8 + 2 * tq);
-        qf[kb][3] = ld32(qw + (gr + 8) * LD + kb * 16 + 8 + 2 * tq);
+        f[kb][0] = ld32(w + gr * LD + kb * 16 + 2 * tq);
+        f[kb][1] = ld32(w + (gr + 8) * LD + kb * 16 + 2 * tq);
+        f[kb][2] = ld32(w + gr * LD + kb * 16 + 8 + 2 * tq);
+        f[kb][3] = ld32(w + (gr + 8) * LD + kb * 16 + 8 + 2 * tq);
     }
+}
+
+extern __shared__ __align__(16) unsigned char fa_smem[];
+
+template <int D, int MINB>
+__global__ void __launch_bounds__(FA_WARPS * 32, MINB)
+attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                              struct attn_shape s) {
+    constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD;
+    bf16 *sm = (bf16 *)fa_smem; /* [stage 2][K, V][64][LD] */
+    const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gr = lane / 4, tq = lane % 4;
+    const int q_last = min(q0 + FA_BQ, s.T) - 1;
+    const int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
+    int k0 = (k_first / FA_BK) * FA_BK;
+    attn_load_rows(sm + 2 * TILE, LD, q, b, q0, s.T, s.q_stride, h, D); /* Q through stage 1 */
+    fa_async_rows<D>(sm, k, b, k0, s.T, s.k_stride, g);
+    fa_async_rows<D>(sm + TILE, v, b, k0, s.T, s.v_stride, g);
+    cp_commit();
+    __syncthreads();
+    uint32_t qf[KB][4];
+    fa_frags<D>(qf, sm + 2 * TILE + warp * 16 * LD, gr, tq);
     float o[NB][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int nb = 0; nb < NB; nb++) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.0f;
     const int i_row[2] = {q0 + warp * 16 + gr, q0 + warp * 16 + gr + 8};
-    const int q_last = min(q0 + FA_BQ, s.T) - 1;
-    int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
     const float sl2 = s.scale * 1.4426950408889634f; /* exp(x) = exp2(x·log2 e) */
-    for (int k0 = (k_first / FA_BK) * FA_BK; k0 <= q_last; k0 += FA_BK) {
-        __syncthreads();
-        attn_load_rows(Ks, LD, k, b, k0, s.T, s.k_stride, g, D);
-        attn_load_rows(Vs, LD, v, b, k0, s.T, s.v_stride, g, D);
-        __syncthreads();
-        float sc[FA_BK / 8][4];
-#pragma unroll
-        for (int nb = 0; nb < FA_BK / 8; nb++) {
-            sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
-            const bf16 *kr = Ks + (nb * 8 + gr) * LD + 2 * tq;
-#pragma unroll
-            for (int kb = 0; kb < KB; kb++)
-                mma_bf16(sc[nb], qf[kb][0], qf[kb][1], qf[kb][2], qf[kb][3], ld32(kr + kb * 16),
-                         ld32(kr + kb * 16 + 8));
+    for (int st = 0; k0 <= q_last; k0 += FA_BK, st ^= 1) {
+        __syncthreads(); /* everyone is done with the other stage */
+        if (k0 + FA_BK <= q_last) {
+            bf16 *nx = sm + (st ^ 1) * 2 * TILE;
+            fa_async_rows<D>(nx, k, b, k0 + FA_BK, s.T, s.k_stride, g);
+            fa_async_rows<D>(nx + TILE, v, b, k0 + FA_BK, s.T, s.v_stride, g);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
         }
+        __syncthreads();
+        const bf16 *Ks = sm + st * 2 * TILE, *Vs = Ks + TILE;
+        float sc[FA_BK / 8][4];
+        fa_abt<D>(sc, qf, Ks);
         const bool full = !s.doc_ids && k0 + FA_BK - 1 <= q0 && (s.window <= 0 || q_last - s.window < k0);
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -116,13 +216,7 @@ attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *
                 pa[2 * half] = *(uint32_t *)&lo;
                 pa[2 * half + 1] = *(uint32_t *)&hi;
             }
-            const bf16 *vr = Vs + (kb * 16 + 2 * tq) * LD + gr;
-#pragma unroll
-            for (int nb = 0; nb < NB; nb++) {
-                const bf16 *vc = vr + nb * 8;
-                mma_bf16(o[nb], pa[0], pa[1], pa[2], pa[3], pair16(vc, vc + LD),
-                         pair16(vc + 8 * LD, vc + 9 * LD));
-            }
+            fa_mma_rows<D>(o, pa, Vs, kb);
         }
     }
 #pragma unroll
@@ -143,86 +237,66 @@ attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *
     }
 }
 
+/* SUSHI_FA_OCC=1: the dk/dv kernel capped at 168 registers (3 blocks per SM, spills) */
+static int fa_occ(void) {
+    static int occ = -1;
+    if (occ < 0) {
+        const char *e = getenv("SUSHI_FA_OCC");
+        occ = e && e[0] == '1';
+    }
+    return occ;
+}
+
+/* dynamic shared bytes of the forward kernel: two stages of K and V tiles */
+template <int D>
+static int fa_forward_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                             const struct attn_shape *s) {
+    const int smem = 4 * FA_BK * (D + 8) * (int)sizeof(bf16);
+    /* registers capped for 4 resident blocks at D = 64 (a few spilled bytes, +5% measured), 2 at 128 */
+    void (*kern)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, struct attn_shape) =
+        attention_forward_fast_kernel<D, D == 64 ? 4 : 2>;
+    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+               "attention_forward (mma.sync) shared memory");
+    dim3 grid((s->T + FA_BQ - 1) / FA_BQ, s->B * s->H);
+    kern<<<grid, FA_WARPS * 32, smem>>>(out, lse, q, k, v, *s);
+    CUDA_LAUNCHED("attention_forward (mma.sync)");
+    return 0;
+}
+
 int cuda_attention_forward_fast(void *out, float *lse, const void *q, const void *k, const void *v,
                                 const struct attn_shape *s) {
     if (s->dqk != s->dv || (s->dqk != 64 && s->dqk != 128)) return 1;
     if (s->q_stride % 8 || s->k_stride % 8 || s->v_stride % 8 || s->o_stride % 2 ||
         ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) & 15 || (uintptr_t)out & 3)
         return 1;
-    dim3 grid((s->T + FA_BQ - 1) / FA_BQ, s->B * s->H);
     if (s->dqk == 64)
-        attention_forward_fast_kernel<64><<<grid, FA_WARPS * 32>>>((bf16 *)out, lse, (const bf16 *)q,
-                                                                   (const bf16 *)k, (const bf16 *)v, *s);
-    else
-        attention_forward_fast_kernel<128><<<grid, FA_WARPS * 32>>>((bf16 *)out, lse, (const bf16 *)q,
-                                                                    (const bf16 *)k, (const bf16 *)v, *s);
-    CUDA_LAUNCHED("attention_forward (mma.sync)");
-    return 0;
+        return fa_forward_launch<64>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s);
+    return fa_forward_launch<128>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s);
 }
 
 /* ---- backward, head dim 64: dq (query-parallel) and dk/dv (key-parallel) ---- */
 
-/* acc[NB] += A · B where A (16×64, from four 16×8 score blocks per 16 columns) is
- * rounded to bf16 and B rows are `rows` ([64][LD] in shared, k = row index) */
-template <int D>
-__device__ __forceinline__ void fa_acc_ab(float (*acc)[4], float (*a)[4], const bf16 *rows, int gr, int tq) {
-    constexpr int LD = D + 8, NB = D / 8;
-#pragma unroll
-    for (int kb = 0; kb < 4; kb++) {
-        uint32_t pa[4] = {pack_bf16(a[2 * kb][0], a[2 * kb][1]), pack_bf16(a[2 * kb][2], a[2 * kb][3]),
-                          pack_bf16(a[2 * kb + 1][0], a[2 * kb + 1][1]),
-                          pack_bf16(a[2 * kb + 1][2], a[2 * kb + 1][3])};
-        const bf16 *br = rows + (kb * 16 + 2 * tq) * LD + gr;
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            const bf16 *c = br + nb * 8;
-            mma_bf16(acc[nb], pa[0], pa[1], pa[2], pa[3], pair16(c, c + LD), pair16(c + 8 * LD, c + 9 * LD));
-        }
-    }
-}
-
-/* c[8] = A_w(16×D, registers) · rows(64×D, shared)ᵀ */
-template <int D>
-__device__ __forceinline__ void fa_abt(float (*c)[4], const uint32_t (*af)[4], const bf16 *rows, int gr, int tq) {
-    constexpr int LD = D + 8, KB = D / 16;
-#pragma unroll
-    for (int nb = 0; nb < 8; nb++) {
-        c[nb][0] = c[nb][1] = c[nb][2] = c[nb][3] = 0.0f;
-        const bf16 *r = rows + (nb * 8 + gr) * LD + 2 * tq;
-#pragma unroll
-        for (int kb = 0; kb < KB; kb++)
-            mma_bf16(c[nb], af[kb][0], af[kb][1], af[kb][2], af[kb][3], ld32(r + kb * 16), ld32(r + kb * 16 + 8));
-    }
-}
-
-/* A fragments of the 16 rows at `w` ([16][LD] in shared) */
-template <int D>
-__device__ __forceinline__ void fa_frags(uint32_t (*f)[4], const bf16 *w, int gr, int tq) {
-    constexpr int LD = D + 8, KB = D / 16;
-#pragma unroll
-    for (int kb = 0; kb < KB; kb++) {
-        f[kb][0] = ld32(w + gr * LD + kb * 16 + 2 * tq);
-        f[kb][1] = ld32(w + (gr + 8) * LD + kb * 16 + 2 * tq);
-        f[kb][2] = ld32(w + gr * LD + kb * 16 + 8 + 2 * tq);
-        f[kb][3] = ld32(w + (gr + 8) * LD + kb * 16 + 8 + 2 * tq);
-    }
-}
-
-template <int D>
-__global__ void __launch_bounds__(FA_WARPS * 32)
+template <int D, int MINB>
+__global__ void __launch_bounds__(FA_WARPS * 32, MINB)
 attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *delta,
                          const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
-    constexpr int LD = D + 8, KB = D / 16, NB = D / 8;
-    __shared__ __align__(16) bf16 Ks[FA_BK * LD], Vs[FA_BK * LD];
+    constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD;
+    __shared__ __align__(16) bf16 sm[4 * TILE]; /* [stage 2][K, V][64][LD] */
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
-    const int q0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gr = lane / 4, tq = lane % 4;
-    attn_load_rows(Ks, LD, q, b, q0, s.T, s.q_stride, h, D);      /* Q and dO pass through the tiles */
-    attn_load_rows(Vs, LD, dout, b, q0, s.T, s.o_stride, h, D);
+    const int q_last = min(q0 + FA_BQ, s.T) - 1;
+    const int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
+    int k0 = (k_first / FA_BK) * FA_BK;
+    attn_load_rows(sm + 2 * TILE, LD, q, b, q0, s.T, s.q_stride, h, D); /* Q and dO through stage 1 */
+    attn_load_rows(sm + 3 * TILE, LD, dout, b, q0, s.T, s.o_stride, h, D);
+    fa_async_rows<D>(sm, k, b, k0, s.T, s.k_stride, g);
+    fa_async_rows<D>(sm + TILE, v, b, k0, s.T, s.v_stride, g);
+    cp_commit();
     __syncthreads();
     uint32_t qf[KB][4], of[KB][4];
-    fa_frags<D>(qf, Ks + warp * 16 * LD, gr, tq);
-    fa_frags<D>(of, Vs + warp * 16 * LD, gr, tq);
+    fa_frags<D>(qf, sm + 2 * TILE + warp * 16 * LD, gr, tq);
+    fa_frags<D>(of, sm + 3 * TILE + warp * 16 * LD, gr, tq);
     const int i_row[2] = {q0 + warp * 16 + gr, q0 + warp * 16 + gr + 8};
     float L2[2], Dl[2], acc[NB][4];
     for (int r = 0; r < 2; r++) {
@@ -232,17 +306,23 @@ attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const fl
     }
 #pragma unroll
     for (int nb = 0; nb < NB; nb++) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.0f;
-    const int q_last = min(q0 + FA_BQ, s.T) - 1;
-    int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
     const float sl2 = s.scale * 1.4426950408889634f;
-    for (int k0 = (k_first / FA_BK) * FA_BK; k0 <= q_last; k0 += FA_BK) {
+    for (int st = 0; k0 <= q_last; k0 += FA_BK, st ^= 1) {
         __syncthreads();
-        attn_load_rows(Ks, LD, k, b, k0, s.T, s.k_stride, g, D);
-        attn_load_rows(Vs, LD, v, b, k0, s.T, s.v_stride, g, D);
+        if (k0 + FA_BK <= q_last) {
+            bf16 *nx = sm + (st ^ 1) * 2 * TILE;
+            fa_async_rows<D>(nx, k, b, k0 + FA_BK, s.T, s.k_stride, g);
+            fa_async_rows<D>(nx + TILE, v, b, k0 + FA_BK, s.T, s.v_stride, g);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
         __syncthreads();
+        const bf16 *Ks = sm + st * 2 * TILE, *Vs = Ks + TILE;
         float sc[8][4], dp[8][4];
-        fa_abt<D>(sc, qf, Ks, gr, tq);
-        fa_abt<D>(dp, of, Vs, gr, tq);
+        fa_abt<D>(sc, qf, Ks);
+        fa_abt<D>(dp, of, Vs);
         const bool full = !s.doc_ids && k0 + FA_BK - 1 <= q0 && (s.window <= 0 || q_last - s.window < k0);
 #pragma unroll
         for (int nb = 0; nb < 8; nb++)
@@ -252,7 +332,7 @@ attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const fl
                 float p = full || attn_visible(s, b, i_row[r], j) ? exp2f(sc[nb][c] * sl2 - L2[r]) : 0.0f;
                 sc[nb][c] = p * (dp[nb][c] - Dl[r]) * s.scale;
             }
-        fa_acc_ab<D>(acc, sc, Ks, gr, tq);
+        fa_acc_ab<D>(acc, sc, Ks);
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -264,60 +344,85 @@ attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const fl
     }
 }
 
+/* starts copying the Q and dO tiles of head h at queries [i0, i0+64) and their lse/delta */
 template <int D>
-__global__ void __launch_bounds__(FA_WARPS * 32)
+__device__ __forceinline__ void fa_dkv_issue(bf16 *tiles, float *ls, const bf16 *q, const bf16 *dout,
+                                             const float *lse, const float *delta, const struct attn_shape &s,
+                                             int b, int h, int i0) {
+    fa_async_rows<D>(tiles, q, b, i0, s.T, s.q_stride, h);
+    fa_async_rows<D>(tiles + FA_BK * (D + 8), dout, b, i0, s.T, s.o_stride, h);
+    for (int r = threadIdx.x; r < FA_BK; r += blockDim.x) {
+        size_t li = ((size_t)b * s.H + h) * s.T + (i0 + r < s.T ? i0 + r : 0);
+        cp_async4(ls + r, lse + li);
+        cp_async4(ls + FA_BK + r, delta + li);
+    }
+    cp_commit();
+}
+
+template <int D, int MINB>
+__global__ void __launch_bounds__(FA_WARPS * 32, MINB)
 attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, const float *delta,
                           const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
-    constexpr int LD = D + 8, KB = D / 16, NB = D / 8;
-    __shared__ __align__(16) bf16 Qs[FA_BK * LD], Os[FA_BK * LD];
-    __shared__ float Ls[FA_BK], Ds[FA_BK];
+    constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD;
+    __shared__ __align__(16) bf16 sm[4 * TILE]; /* [stage 2][Q, dO][64][LD] */
+    __shared__ float lsm[2][2 * FA_BK];          /* [stage 2][lse, delta][64] */
     const int bg = blockIdx.y, b = bg / s.G, g = bg % s.G;
     const int j0 = blockIdx.x * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gr = lane / 4, tq = lane % 4;
-    attn_load_rows(Qs, LD, k, b, j0, s.T, s.k_stride, g, D);      /* K and V pass through the tiles */
-    attn_load_rows(Os, LD, v, b, j0, s.T, s.v_stride, g, D);
+    const int h_first = (g * s.H + s.G - 1) / s.G, h_end = ((g + 1) * s.H + s.G - 1) / s.G;
+    const int j_last = min(j0 + FA_BQ, s.T) - 1;
+    const int i_start = (j0 / FA_BK) * FA_BK, i_end = s.window > 0 ? min(s.T, j_last + s.window) : s.T;
+    attn_load_rows(sm + 2 * TILE, LD, k, b, j0, s.T, s.k_stride, g, D); /* K and V through stage 1 */
+    attn_load_rows(sm + 3 * TILE, LD, v, b, j0, s.T, s.v_stride, g, D);
+    int h = h_first, i0 = i_start;
+    fa_dkv_issue<D>(sm, lsm[0], q, dout, lse, delta, s, b, h, i0);
     __syncthreads();
     uint32_t kf[KB][4], vf[KB][4];
-    fa_frags<D>(kf, Qs + warp * 16 * LD, gr, tq);
-    fa_frags<D>(vf, Os + warp * 16 * LD, gr, tq);
+    fa_frags<D>(kf, sm + 2 * TILE + warp * 16 * LD, gr, tq);
+    fa_frags<D>(vf, sm + 3 * TILE + warp * 16 * LD, gr, tq);
     const int j_row[2] = {j0 + warp * 16 + gr, j0 + warp * 16 + gr + 8};
     float dk[NB][4], dv[NB][4];
 #pragma unroll
     for (int nb = 0; nb < NB; nb++)
 #pragma unroll
         for (int c = 0; c < 4; c++) dk[nb][c] = dv[nb][c] = 0.0f;
-    const int h_first = (g * s.H + s.G - 1) / s.G, h_end = ((g + 1) * s.H + s.G - 1) / s.G;
-    const int j_last = min(j0 + FA_BQ, s.T) - 1;
-    const int i_end = s.window > 0 ? min(s.T, j_last + s.window) : s.T;
     const float sl2 = s.scale * 1.4426950408889634f;
-    for (int h = h_first; h < h_end; h++) {
-        for (int i0 = (j0 / FA_BK) * FA_BK; i0 < i_end; i0 += FA_BK) {
-            __syncthreads();
-            attn_load_rows(Qs, LD, q, b, i0, s.T, s.q_stride, h, D);
-            attn_load_rows(Os, LD, dout, b, i0, s.T, s.o_stride, h, D);
-            for (int r = threadIdx.x; r < FA_BK; r += blockDim.x) {
-                size_t li = ((size_t)b * s.H + h) * s.T + (i0 + r < s.T ? i0 + r : 0);
-                Ls[r] = lse[li] * 1.4426950408889634f;
-                Ds[r] = delta[li];
-            }
-            __syncthreads();
-            float st[8][4], dpt[8][4];   /* Sᵀ and dPᵀ: rows = keys, columns = queries */
-            fa_abt<D>(st, kf, Qs, gr, tq);
-            fa_abt<D>(dpt, vf, Os, gr, tq);
-            const bool full = !s.doc_ids && i0 >= j0 + FA_BQ - 1 && i0 + FA_BK - 1 < s.T &&
-                              (s.window <= 0 || i0 + FA_BK - 1 - s.window < j0);
-#pragma unroll
-            for (int nb = 0; nb < 8; nb++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    int ci = nb * 8 + 2 * tq + (c & 1), j = j_row[c >> 1];
-                    float p = full || (j < s.T && attn_visible(s, b, i0 + ci, j)) ? exp2f(st[nb][c] * sl2 - Ls[ci]) : 0.0f;
-                    st[nb][c] = p;
-                    dpt[nb][c] = p * (dpt[nb][c] - Ds[ci]) * s.scale;
-                }
-            fa_acc_ab<D>(dv, st, Os, gr, tq);
-            fa_acc_ab<D>(dk, dpt, Qs, gr, tq);
+    for (int st = 0; h < h_end; st ^= 1) {
+        int hn = h, in = i0 + FA_BK;
+        if (in >= i_end) {
+            hn++;
+            in = i_start;
         }
+        __syncthreads();
+        if (hn < h_end) {
+            fa_dkv_issue<D>(sm + (st ^ 1) * 2 * TILE, lsm[st ^ 1], q, dout, lse, delta, s, b, hn, in);
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Qs = sm + st * 2 * TILE, *Os = Qs + TILE;
+        const float *Ls = lsm[st], *Ds = lsm[st] + FA_BK;
+        float sT[8][4], dpt[8][4]; /* Sᵀ and dPᵀ: rows = keys, columns = queries */
+        fa_abt<D>(sT, kf, Qs);
+        fa_abt<D>(dpt, vf, Os);
+        const bool full = !s.doc_ids && i0 >= j0 + FA_BQ - 1 && i0 + FA_BK - 1 < s.T &&
+                          (s.window <= 0 || i0 + FA_BK - 1 - s.window < j0);
+#pragma unroll
+        for (int nb = 0; nb < 8; nb++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                int ci = nb * 8 + 2 * tq + (c & 1), j = j_row[c >> 1];
+                float p = full || (j < s.T && attn_visible(s, b, i0 + ci, j))
+                              ? exp2f(sT[nb][c] * sl2 - Ls[ci] * 1.4426950408889634f)
+                              : 0.0f;
+                sT[nb][c] = p;
+                dpt[nb][c] = p * (dpt[nb][c] - Ds[ci]) * s.scale;
+            }
+        fa_acc_ab<D>(dv, sT, Os);
+        fa_acc_ab<D>(dk, dpt, Qs);
+        h = hn;
+        i0 = in;
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -342,12 +447,15 @@ int cuda_attention_backward_fast(void *dq, void *dk, void *dv, const void *dout,
         ((uintptr_t)dq | (uintptr_t)dk | (uintptr_t)dv) & 3)
         return 1;
     dim3 grid_q((s->T + FA_BQ - 1) / FA_BQ, s->B * s->H), grid_kv((s->T + FA_BQ - 1) / FA_BQ, s->B * s->G);
-    attention_dq_fast_kernel<64><<<grid_q, FA_WARPS * 32>>>((bf16 *)dq, (const bf16 *)dout, lse, delta,
-                                                            (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *s);
+    /* dq capped at 168 registers: 3 resident blocks instead of 2 */
+    attention_dq_fast_kernel<64, 3><<<grid_q, FA_WARPS * 32>>>((bf16 *)dq, (const bf16 *)dout, lse, delta,
+                                                               (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *s);
     CUDA_LAUNCHED("attention_backward dq (mma.sync)");
-    attention_dkv_fast_kernel<64><<<grid_kv, FA_WARPS * 32>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, lse,
-                                                              delta, (const bf16 *)q, (const bf16 *)k,
-                                                              (const bf16 *)v, *s);
+    void (*dkv_kern)(bf16 *, bf16 *, const bf16 *, const float *, const float *, const bf16 *, const bf16 *,
+                     const bf16 *, struct attn_shape) =
+        fa_occ() ? attention_dkv_fast_kernel<64, 3> : attention_dkv_fast_kernel<64, 2>;
+    dkv_kern<<<grid_kv, FA_WARPS * 32>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, lse, delta, (const bf16 *)q,
+                                         (const bf16 *)k, (const bf16 *)v, *s);
     CUDA_LAUNCHED("attention_backward dk/dv (mma.sync)");
     return 0;
 }
