@@ -72,28 +72,41 @@ __device__ __forceinline__ void fa_async_rows(bf16 *dst, const bf16 *src, int b,
     }
 }
 
-/* c[8] = A_w(16×D, registers) · rows(64×D, shared)ᵀ */
-template <int D>
-__device__ __forceinline__ void fa_abt(float (*c)[4], const uint32_t (*af)[4], const bf16 *rows) {
+/* c[mt][8] = A_w[mt](16×D, registers) · rows(64×D, shared)ᵀ for MT row tiles of 16:
+ * each B fragment loaded once serves all MT tiles (shared-memory traffic / MT) */
+template <int D, int MT>
+__device__ __forceinline__ void fa_abt_m(float (*c)[8][4], const uint32_t (*af)[D / 16][4], const bf16 *rows) {
     constexpr int LD = D + 8, KB = D / 16;
     const int lane = threadIdx.x % 32;
     const bf16 *base = rows + (lane & 7) * LD + (lane >> 3) * 8;
 #pragma unroll
     for (int nb = 0; nb < 8; nb++) {
-        c[nb][0] = c[nb][1] = c[nb][2] = c[nb][3] = 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) c[mt][nb][0] = c[mt][nb][1] = c[mt][nb][2] = c[mt][nb][3] = 0.0f;
 #pragma unroll
         for (int kb = 0; kb < KB; kb += 2) {
             uint32_t bf[4];
             ldsm4(bf, base + nb * 8 * LD + kb * 16);
-            mma_bf16(c[nb], af[kb][0], af[kb][1], af[kb][2], af[kb][3], bf[0], bf[1]);
-            mma_bf16(c[nb], af[kb + 1][0], af[kb + 1][1], af[kb + 1][2], af[kb + 1][3], bf[2], bf[3]);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const uint32_t *a0 = af[mt][kb], *a1 = af[mt][kb + 1];
+                mma_bf16(c[mt][nb], a0[0], a0[1], a0[2], a0[3], bf[0], bf[1]);
+                mma_bf16(c[mt][nb], a1[0], a1[1], a1[2], a1[3], bf[2], bf[3]);
+            }
         }
     }
 }
 
-/* acc[NB] += pa(16×16 A fragment) · rows[kb·16, kb·16+16)(16×D, shared, k = row index) */
+/* c[8] = A_w(16×D, registers) · rows(64×D, shared)ᵀ */
 template <int D>
-__device__ __forceinline__ void fa_mma_rows(float (*acc)[4], const uint32_t *pa, const bf16 *rows, int kb) {
+__device__ __forceinline__ void fa_abt(float (*c)[4], const uint32_t (*af)[4], const bf16 *rows) {
+    fa_abt_m<D, 1>((float (*)[8][4])c, (const uint32_t (*)[D / 16][4])af, rows);
+}
+
+/* acc[mt][NB] += pa[mt](16×16 A fragment) · rows[kb·16, kb·16+16)(16×D, shared, k = row index) */
+template <int D, int MT>
+__device__ __forceinline__ void fa_mma_rows_m(float (*acc)[D / 8][4], const uint32_t (*pa)[4], const bf16 *rows,
+                                              int kb) {
     constexpr int LD = D + 8, NB = D / 8;
     const int lane = threadIdx.x % 32;
     const bf16 *base = rows + (kb * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
@@ -101,9 +114,17 @@ __device__ __forceinline__ void fa_mma_rows(float (*acc)[4], const uint32_t *pa,
     for (int nb = 0; nb < NB; nb += 2) {
         uint32_t bf[4];
         ldsm4t(bf, base + nb * 8);
-        mma_bf16(acc[nb], pa[0], pa[1], pa[2], pa[3], bf[0], bf[1]);
-        mma_bf16(acc[nb + 1], pa[0], pa[1], pa[2], pa[3], bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            mma_bf16(acc[mt][nb], pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3], bf[0], bf[1]);
+            mma_bf16(acc[mt][nb + 1], pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3], bf[2], bf[3]);
+        }
     }
+}
+
+template <int D>
+__device__ __forceinline__ void fa_mma_rows(float (*acc)[4], const uint32_t *pa, const bf16 *rows, int kb) {
+    fa_mma_rows_m<D, 1>((float (*)[D / 8][4])acc, (const uint32_t (*)[4])pa, rows, kb);
 }
 
 /* acc[NB] += A · B where A (16×64, from four 16×8 score blocks per 16 columns) is
@@ -134,29 +155,42 @@ __device__ __forceinline__ void fa_frags(uint32_t (*f)[4], const bf16 *w, int gr
 
 extern __shared__ __align__(16) unsigned char fa_smem[];
 
-template <int D, int MINB>
+template <int D, int MT, int MINB>
 __global__ void __launch_bounds__(FA_WARPS * 32, MINB)
 attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                               struct attn_shape s) {
-    constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD;
+    constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD, BQ = FA_BQ * MT;
     bf16 *sm = (bf16 *)fa_smem; /* [stage 2][K, V][64][LD] */
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gr = lane / 4, tq = lane % 4;
-    const int q_last = min(q0 + FA_BQ, s.T) - 1;
+    const int q_last = min(q0 + BQ, s.T) - 1;
     const int k_first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
     int k0 = (k_first / FA_BK) * FA_BK;
-    attn_load_rows(sm + 2 * TILE, LD, q, b, q0, s.T, s.q_stride, h, D); /* Q through stage 1 */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) /* Q (64·MT ≤ 128 rows) through stage 1 */
+        attn_load_rows(sm + (2 + mt) * TILE, LD, q, b, q0 + mt * FA_BK, s.T, s.q_stride, h, D);
     fa_async_rows<D>(sm, k, b, k0, s.T, s.k_stride, g);
     fa_async_rows<D>(sm + TILE, v, b, k0, s.T, s.v_stride, g);
     cp_commit();
     __syncthreads();
-    uint32_t qf[KB][4];
-    fa_frags<D>(qf, sm + 2 * TILE + warp * 16 * LD, gr, tq);
-    float o[NB][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    /* warp w owns the query rows [q0 + 16·MT·w, +16·MT), MT tiles of 16 */
+    uint32_t qf[MT][KB][4];
 #pragma unroll
-    for (int nb = 0; nb < NB; nb++) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.0f;
-    const int i_row[2] = {q0 + warp * 16 + gr, q0 + warp * 16 + gr + 8};
+    for (int mt = 0; mt < MT; mt++) fa_frags<D>(qf[mt], sm + 2 * TILE + (warp * MT + mt) * 16 * LD, gr, tq);
+    float o[MT][NB][4], m[MT][2], l[MT][2];
+    int i_row[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) o[mt][nb][0] = o[mt][nb][1] = o[mt][nb][2] = o[mt][nb][3] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            m[mt][r] = -INFINITY;
+            l[mt][r] = 0.0f;
+            i_row[mt][r] = q0 + (warp * MT + mt) * 16 + gr + 8 * r;
+        }
+    }
     const float sl2 = s.scale * 1.4426950408889634f; /* exp(x) = exp2(x·log2 e) */
     for (int st = 0; k0 <= q_last; k0 += FA_BK, st ^= 1) {
         __syncthreads(); /* everyone is done with the other stage */
@@ -171,93 +205,95 @@ attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *
         }
         __syncthreads();
         const bf16 *Ks = sm + st * 2 * TILE, *Vs = Ks + TILE;
-        float sc[FA_BK / 8][4];
-        fa_abt<D>(sc, qf, Ks);
+        float sc[MT][FA_BK / 8][4];
+        fa_abt_m<D, MT>(sc, qf, Ks);
         const bool full = !s.doc_ids && k0 + FA_BK - 1 <= q0 && (s.window <= 0 || q_last - s.window < k0);
-        float mx[2] = {-INFINITY, -INFINITY};
+        float mu[MT][2];
 #pragma unroll
-        for (int nb = 0; nb < FA_BK / 8; nb++)
+        for (int mt = 0; mt < MT; mt++) {
+            float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
-                int r = c >> 1, j = k0 + nb * 8 + 2 * tq + (c & 1);
-                float x = full || attn_visible(s, b, i_row[r], j) ? sc[nb][c] * sl2 : -INFINITY;
-                sc[nb][c] = x;
-                mx[r] = fmaxf(mx[r], x);
+            for (int nb = 0; nb < FA_BK / 8; nb++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    int r = c >> 1, j = k0 + nb * 8 + 2 * tq + (c & 1);
+                    float x = full || attn_visible(s, b, i_row[mt][r], j) ? sc[mt][nb][c] * sl2 : -INFINITY;
+                    sc[mt][nb][c] = x;
+                    mx[r] = fmaxf(mx[r], x);
+                }
+            float corr[2];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                float mn = fmaxf(m[mt][r], mx[r]);
+                mu[mt][r] = mn == -INFINITY ? 0.0f : mn;
+                corr[r] = exp2f(m[mt][r] - mu[mt][r]);
+                m[mt][r] = mn;
+                l[mt][r] *= corr[r];
             }
-        float corr[2], mu[2];
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            float mn = fmaxf(m[r], mx[r]);
-            mu[r] = mn == -INFINITY ? 0.0f : mn;
-            corr[r] = exp2f(m[r] - mu[r]);
-            m[r] = mn;
-            l[r] *= corr[r];
-        }
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            o[nb][0] *= corr[0];
-            o[nb][1] *= corr[0];
-            o[nb][2] *= corr[1];
-            o[nb][3] *= corr[1];
+            for (int nb = 0; nb < NB; nb++) {
+                o[mt][nb][0] *= corr[0];
+                o[mt][nb][1] *= corr[0];
+                o[mt][nb][2] *= corr[1];
+                o[mt][nb][3] *= corr[1];
+            }
         }
         /* P·V, 16 keys at a time; P rounded to bf16 once and summed as rounded */
 #pragma unroll
         for (int kb = 0; kb < FA_BK / 16; kb++) {
-            uint32_t pa[4];
+            uint32_t pa[MT][4];
 #pragma unroll
-            for (int half = 0; half < 2; half++) {
-                float *p = sc[2 * kb + half];
-                __nv_bfloat162 lo = __floats2bfloat162_rn(exp2f(p[0] - mu[0]), exp2f(p[1] - mu[0]));
-                __nv_bfloat162 hi = __floats2bfloat162_rn(exp2f(p[2] - mu[1]), exp2f(p[3] - mu[1]));
-                l[0] += __low2float(lo) + __high2float(lo);
-                l[1] += __low2float(hi) + __high2float(hi);
-                pa[2 * half] = *(uint32_t *)&lo;
-                pa[2 * half + 1] = *(uint32_t *)&hi;
-            }
-            fa_mma_rows<D>(o, pa, Vs, kb);
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    float *p = sc[mt][2 * kb + half];
+                    __nv_bfloat162 lo = __floats2bfloat162_rn(exp2f(p[0] - mu[mt][0]), exp2f(p[1] - mu[mt][0]));
+                    __nv_bfloat162 hi = __floats2bfloat162_rn(exp2f(p[2] - mu[mt][1]), exp2f(p[3] - mu[mt][1]));
+                    l[mt][0] += __low2float(lo) + __high2float(lo);
+                    l[mt][1] += __low2float(hi) + __high2float(hi);
+                    pa[mt][2 * half] = *(uint32_t *)&lo;
+                    pa[mt][2 * half + 1] = *(uint32_t *)&hi;
+                }
+            fa_mma_rows_m<D, MT>(o, pa, Vs, kb);
         }
     }
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int i = i_row[r];
-        if (i >= s.T) continue;
-        float inv = 1.0f / l[r];
-        bf16 *orow = out + ((size_t)b * s.T + i) * s.o_stride + (size_t)h * D + 2 * tq;
+        for (int r = 0; r < 2; r++) {
+            float lr = l[mt][r];
+            lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+            lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+            int i = i_row[mt][r];
+            if (i >= s.T) continue;
+            float inv = 1.0f / lr;
+            bf16 *orow = out + ((size_t)b * s.T + i) * s.o_stride + (size_t)h * D + 2 * tq;
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
-            *(__nv_bfloat162 *)(orow + nb * 8) = __floats2bfloat162_rn(o[nb][2 * r] * inv, o[nb][2 * r + 1] * inv);
-        if (tq == 0) lse[((size_t)b * s.H + h) * s.T + i] = (m[r] + log2f(l[r])) * 0.6931471805599453f;
-    }
+            for (int nb = 0; nb < NB; nb++)
+                *(__nv_bfloat162 *)(orow + nb * 8) =
+                    __floats2bfloat162_rn(o[mt][nb][2 * r] * inv, o[mt][nb][2 * r + 1] * inv);
+            if (tq == 0) lse[((size_t)b * s.H + h) * s.T + i] = (m[mt][r] + log2f(lr)) * 0.6931471805599453f;
+        }
 }
 
-/* SUSHI_FA_OCC=1: the dk/dv kernel capped at 168 registers (3 blocks per SM, spills) */
-static int fa_occ(void) {
-    static int occ = -1;
-    if (occ < 0) {
-        const char *e = getenv("SUSHI_FA_OCC");
-        occ = e && e[0] == '1';
-    }
-    return occ;
-}
-
-/* dynamic shared bytes of the forward kernel: two stages of K and V tiles */
+/* Dynamic shared memory: two stages of K and V tiles. D = 64 runs 16 query rows per warp
+ * (registers capped for 4 resident blocks per SM); SUSHI_FA_FWD32=1 selects 32 rows per
+ * warp (each K/V fragment read once for two row tiles, 252 registers, 2 blocks per SM),
+ * correct but 10-20% slower on the H100 (bench/RESULTS.md). */
 template <int D>
 static int fa_forward_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                              const struct attn_shape *s) {
-    const int smem = 4 * FA_BK * (D + 8) * (int)sizeof(bf16);
-    /* registers capped for 4 resident blocks at D = 64 (a few spilled bytes, +5% measured), 2 at 128 */
+    static int rows32 = -1;
+    if (rows32 < 0) rows32 = getenv("SUSHI_FA_FWD32") && getenv("SUSHI_FA_FWD32")[0] == '1';
+    const int mt = D == 64 && rows32 ? 2 : 1, smem = 4 * FA_BK * (D + 8) * (int)sizeof(bf16);
     void (*kern)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, struct attn_shape) =
-        attention_forward_fast_kernel<D, D == 64 ? 4 : 2>;
+        mt == 2 ? attention_forward_fast_kernel<D, D == 64 ? 2 : 1, 2>
+                : attention_forward_fast_kernel<D, 1, D == 64 ? 4 : 2>;
     CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
                "attention_forward (mma.sync) shared memory");
-    dim3 grid((s->T + FA_BQ - 1) / FA_BQ, s->B * s->H);
+    dim3 grid((s->T + FA_BQ * mt - 1) / (FA_BQ * mt), s->B * s->H);
     kern<<<grid, FA_WARPS * 32, smem>>>(out, lse, q, k, v, *s);
     CUDA_LAUNCHED("attention_forward (mma.sync)");
     return 0;
@@ -451,11 +487,9 @@ int cuda_attention_backward_fast(void *dq, void *dk, void *dv, const void *dout,
     attention_dq_fast_kernel<64, 3><<<grid_q, FA_WARPS * 32>>>((bf16 *)dq, (const bf16 *)dout, lse, delta,
                                                                (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *s);
     CUDA_LAUNCHED("attention_backward dq (mma.sync)");
-    void (*dkv_kern)(bf16 *, bf16 *, const bf16 *, const float *, const float *, const bf16 *, const bf16 *,
-                     const bf16 *, struct attn_shape) =
-        fa_occ() ? attention_dkv_fast_kernel<64, 3> : attention_dkv_fast_kernel<64, 2>;
-    dkv_kern<<<grid_kv, FA_WARPS * 32>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, lse, delta, (const bf16 *)q,
-                                         (const bf16 *)k, (const bf16 *)v, *s);
+    attention_dkv_fast_kernel<64, 2><<<grid_kv, FA_WARPS * 32>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, lse,
+                                                                 delta, (const bf16 *)q, (const bf16 *)k,
+                                                                 (const bf16 *)v, *s);
     CUDA_LAUNCHED("attention_backward dk/dv (mma.sync)");
     return 0;
 }
