@@ -14,14 +14,14 @@ make -j16 core build/tests/test_ops_cuda build/bench/bench_attention_cuda >"$LOG
 echo "build $(( $(date +%s) - t0 )) s"
 export SUSHI_REPO_ROOT=$PWD CMOCKA_MESSAGE_OUTPUT=stdout
 build/tests/test_ops_cuda >"$LOG/test_default.log" 2>&1 & p1=$!
-SUSHI_FA_FWD32=1 build/tests/test_ops_cuda >"$LOG/test_occ.log" 2>&1 & p2=$!
+SUSHI_FA_FWD32=1 build/tests/test_ops_cuda >"$LOG/test_alt.log" 2>&1 & p2=$!
 wait $p1; r1=$?; wait $p2; r2=$?
 echo "test_ops_cuda rc: default $r1, alternatives $r2 ($(( $(date +%s) - t0 )) s)"
-grep -hE "FAILED|PASSED" "$LOG/test_default.log" "$LOG/test_occ.log"
+grep -hE "FAILED|PASSED" "$LOG/test_default.log" "$LOG/test_alt.log"
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(16,1024,12,64 2,8192,12,64 8,2048,16,128)
 build/bench/bench_attention_cuda "${shapes[@]}" >"$LOG/bench_default.log" 2>&1
-SUSHI_FA_FWD32=1 build/bench/bench_attention_cuda "${shapes[@]}" >"$LOG/bench_occ.log" 2>&1
+SUSHI_FA_FWD32=1 build/bench/bench_attention_cuda "${shapes[@]}" >"$LOG/bench_alt.log" 2>&1
 echo "== default"; cat "$LOG/bench_default.log"
-echo "== SUSHI_FA_FWD32=1"; cat "$LOG/bench_occ.log"
+echo "== SUSHI_FA_FWD32=1"; cat "$LOG/bench_alt.log"
 exit $(( r1 | r2 ))
