@@ -152,6 +152,14 @@ static int wait_exit(pid_t pid, int timeout_ms)
     return -1;
 }
 
+static int http_status(int port, const char *path)
+{
+    char *body;
+    int st = http_get(port, path, &body);
+    free(body);
+    return st;
+}
+
 static void publish(struct transport *pub, enum wire_kind kind, const char *stage, json_t *meta)
 {
     struct wire_msg m;
@@ -232,7 +240,7 @@ static void test_monitor_run(void **state)
     pid_t pid = spawn_monitor("run", argv);
 
     struct transport *pub;
-    for (int i = 0; i < 300 && http_get(port, "/", &(char *){ NULL }) != 200; i++) sleep_ms(10);
+    for (int i = 0; i < 300 && http_status(port, "/") != 200; i++) sleep_ms(10);
     assert_int_equal(transport_open(&pub, g_ctx, TRANSPORT_PUB, ep, 0, NULL), 0);
     g_pub = pub;
     wait_subscribed(pub, port);
@@ -358,7 +366,7 @@ static void test_monitor_sigterm(void **state)
     snprintf(port_s, sizeof port_s, "%d", port);
     char *argv[] = { NULL, "--connect", ep, "--jsonl", jsonl, "--http", port_s, "--report", report, NULL };
     pid_t pid = spawn_monitor("term", argv);
-    for (int i = 0; i < 300 && http_get(port, "/", &(char *){ NULL }) != 200; i++) sleep_ms(10);
+    for (int i = 0; i < 300 && http_status(port, "/") != 200; i++) sleep_ms(10);
     wait_subscribed(pub, port);
     publish(pub, WIRE_CHECKPOINT, "trainer", json_pack("{s:i}", "step", 40));
     char *body = NULL;
