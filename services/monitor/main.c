@@ -189,11 +189,11 @@ static int monitor_run(struct monitor *m, struct transport **socks, int nsocks, 
             rc = monitor_ingest(m, &msg, now);
             if (rc < 0) log_error("%s", sushi_last_error());
             monitor_view_update(view, m, &msg, now);
-            wire_msg_free(&msg);
             if (rc == 1) {
-                log_info("end of run announced by stage %s", m->stages ? msg.stage : "?");
+                log_info("end of run announced by stage %s", msg.stage);
                 monitor_stop = 1;
             }
+            wire_msg_free(&msg);
         }
         for (int i = 0; i < nsocks; i++) bad += transport_bad_count(socks[i]);
         monitor_set_bad(m, bad);

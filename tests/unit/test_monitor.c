@@ -347,12 +347,13 @@ static void test_monitor_run(void **state)
     json_decref(rep);
 }
 
-/* SIGTERM ends a run with a report; the JSONL file is appended to, never truncated. */
+/* SIGTERM ends a run with a report; settings from a YAML config and a key.path=value
+ * override; the JSONL file is appended to, never truncated. */
 static void test_monitor_sigterm(void **state)
 {
     (void)state;
     if (access(g_bin, X_OK) != 0) skip();
-    char ep[128], jsonl[128], report[128], port_s[16];
+    char ep[128], jsonl[128], report[128];
     struct transport *pub;
     assert_int_equal(transport_open(&pub, g_ctx, TRANSPORT_PUB, "tcp://127.0.0.1:*", 1, NULL), 0);
     g_pub = pub;
@@ -362,9 +363,14 @@ static void test_monitor_sigterm(void **state)
     FILE *f = fopen(jsonl, "w");
     fputs("{\"earlier\":1}\n", f);
     fclose(f);
+    char cfg[128], port_s[40];
+    snprintf(cfg, sizeof cfg, "%s/term.yaml", g_dir);
+    f = fopen(cfg, "w"); /* the config gives jsonl, report and a port the override replaces */
+    fprintf(f, "monitor:\n  jsonl: %s\n  report: %s\n  http:\n    port: 1\n", jsonl, report);
+    fclose(f);
     int port = free_port();
-    snprintf(port_s, sizeof port_s, "%d", port);
-    char *argv[] = { NULL, "--connect", ep, "--jsonl", jsonl, "--http", port_s, "--report", report, NULL };
+    snprintf(port_s, sizeof port_s, "monitor.http.port=%d", port);
+    char *argv[] = { NULL, "--config", cfg, "--connect", ep, port_s, NULL };
     pid_t pid = spawn_monitor("term", argv);
     for (int i = 0; i < 300 && http_status(port, "/") != 200; i++) sleep_ms(10);
     wait_subscribed(pub, port);
