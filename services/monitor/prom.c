@@ -16,6 +16,10 @@ void monitor_fmt_double(char *buf, size_t cap, double v)
 {
     if (isnan(v)) { snprintf(buf, cap, "NaN"); return; }
     if (isinf(v)) { snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf"); return; }
+    if (v > -1e15 && v < 1e15 && v == (double)(long long)v) { /* 5000, not 5e+03 */
+        snprintf(buf, cap, "%lld", (long long)v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, cap, "%.*g", prec, v);
         if (strtod(buf, NULL) == v) return;

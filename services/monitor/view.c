@@ -51,13 +51,14 @@ static void monitor_view_progress(struct monitor_view *v, const struct wire_msg 
     }
 }
 
-static void monitor_view_num(FILE *f, const json_t *sec, const char *key, const char *label)
+static void monitor_view_num(FILE *f, const json_t *sec, const char *key, const char *label,
+                             const char *unit)
 {
     json_t *x = json_object_get(sec, key);
     if (!json_is_number(x)) return;
     char val[64];
     monitor_fmt_double(val, sizeof val, json_number_value(x));
-    fprintf(f, "  %s %s", label, val);
+    fprintf(f, "  %s %s%s", label, val, unit);
 }
 
 void monitor_view_draw(struct monitor_view *v, struct monitor *m, double now)
@@ -85,10 +86,10 @@ void monitor_view_draw(struct monitor_view *v, struct monitor *m, double now)
         fputc('\n', f);
         json_t *sec = json_object_get(json_object_get(m->stages, v->progress_stage), "metrics");
         fprintf(f, " %s", v->progress_stage);
-        monitor_view_num(f, sec, "loss", "loss");
-        monitor_view_num(f, sec, "lr", "lr");
-        monitor_view_num(f, sec, "tokens_per_s", "tokens/s");
-        monitor_view_num(f, sec, "data_stall_s", "data stall s");
+        monitor_view_num(f, sec, "loss", "loss", "");
+        monitor_view_num(f, sec, "lr", "lr", "");
+        monitor_view_num(f, sec, "tokens_per_s", "tokens/s", "");
+        monitor_view_num(f, sec, "data_stall_s", "data stall", " s");
         fputc('\n', f);
     }
     const char *name;
