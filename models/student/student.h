@@ -102,6 +102,22 @@ struct student_acts {
     void *dfcsw;      /* (N, F) */
 };
 
+/* Block l's views into the activations: its input in resid and the per-block buffers of
+ * slot `slot` (= l, or 0 when checkpointing keeps one block's worth). */
+struct block_acts {
+    void *x;          /* (N, C) block input */
+    void *ln1;        /* (N, C) */
+    float *rstd1;     /* (N) */
+    void *qkv;        /* (N, QKV) */
+    void *atty;       /* (N, H·D) */
+    float *lse;       /* (B, H, T) */
+    void *x2;         /* (N, C) after the attention residual */
+    void *ln2;        /* (N, C) */
+    float *rstd2;     /* (N) */
+    void *fch;        /* (N, 2F) */
+    void *fcsw;       /* (N, F) */
+};
+
 /* Index inputs in backend memory. */
 struct student_inputs {
     int32_t *ids;      /* (B, T) */
@@ -173,6 +189,7 @@ int student_layout(const struct student_config *c, void *base, size_t esz,
                    struct student_params *p, size_t *n_decay);
 int student_rope_tables(const struct student_config *c, float *cos_t, float *sin_t);
 int student_block_forward(struct student_model *m, int l, int slot);
+void student_block_acts(const struct student_model *m, int l, int slot, struct block_acts *v);
 void student_attn_shape(const struct student_model *m, struct attn_shape *s);
 void student_rope_shape(const struct student_model *m, int which, struct rope_shape *r);
 

@@ -16,17 +16,8 @@ static int block_backward(struct student_model *m, int l, int slot) {
     size_t es = dtype_size(o->act_dtype);
     int N = m->B * m->T, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
     int GD = c->n_kv_heads * c->d_head, QKV = HD + 2 * GD;
-    void *x = at(a->resid, (size_t)l * N * C, es);
-    void *ln1 = at(a->ln1, (size_t)slot * N * C, es);
-    float *rstd1 = a->ln1_rstd + (size_t)slot * N;
-    void *qkv = at(a->qkv, (size_t)slot * N * QKV, es);
-    void *atty = at(a->atty, (size_t)slot * N * HD, es);
-    float *lse = a->lse + (size_t)slot * N * c->n_heads;
-    void *x2 = at(a->resid2, (size_t)slot * N * C, es);
-    void *ln2 = at(a->ln2, (size_t)slot * N * C, es);
-    float *rstd2 = a->ln2_rstd + (size_t)slot * N;
-    void *fch = at(a->fch, (size_t)slot * N * 2 * F, es);
-    void *fcsw = at(a->fcsw, (size_t)slot * N * F, es);
+    struct block_acts v;
+    student_block_acts(m, l, slot, &v);
     size_t oq = (size_t)l * QKV * C, oo = (size_t)l * C * HD, of = (size_t)l * 2 * F * C;
     size_t od = (size_t)l * C * F, on = (size_t)l * C;
     struct attn_shape as;
@@ -37,26 +28,26 @@ static int block_backward(struct student_model *m, int l, int slot) {
 
     /* MLP: xout = x2 + down(swiglu(fc(ln2(x2)))) */
     CHECK(o->matmul(a->dfcsw, a->dresid, at(m->w.downw, od, es), N, F, C, 0, 0, 1.0f, 0.0f, 0, 0, 0));
-    CHECK(o->matmul(at(m->g.downw, od, es), a->dresid, fcsw, C, F, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
-    CHECK(o->swiglu_backward(a->dfch, a->dfcsw, fch, N, F));
+    CHECK(o->matmul(at(m->g.downw, od, es), a->dresid, v.fcsw, C, F, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->swiglu_backward(a->dfch, a->dfcsw, v.fch, N, F));
     CHECK(o->matmul(a->dln, a->dfch, at(m->w.fcw, of, es), N, C, 2 * F, 0, 0, 1.0f, 0.0f, 0, 0, 0));
-    CHECK(o->matmul(at(m->g.fcw, of, es), a->dfch, ln2, 2 * F, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
-    CHECK(o->rmsnorm_backward(a->dtmp, at(m->g.ln2w, on, es), a->dln, x2, at(m->w.ln2w, on, es),
-                              rstd2, N, C));
+    CHECK(o->matmul(at(m->g.fcw, of, es), a->dfch, v.ln2, 2 * F, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->rmsnorm_backward(a->dtmp, at(m->g.ln2w, on, es), a->dln, v.x2, at(m->w.ln2w, on, es),
+                              v.rstd2, N, C));
     CHECK(o->axpy(a->dresid, 1.0f, a->dtmp, (size_t)N * C));               /* d x2 */
 
     /* attention: x2 = x + o(attn(rope(qkv(ln1(x))))) */
     CHECK(o->matmul(a->datty, a->dresid, at(m->w.ow, oo, es), N, HD, C, 0, 0, 1.0f, 0.0f, 0, 0, 0));
-    CHECK(o->matmul(at(m->g.ow, oo, es), a->dresid, atty, C, HD, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->matmul(at(m->g.ow, oo, es), a->dresid, v.atty, C, HD, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
     CHECK(o->attention_backward(a->dqkv, at(a->dqkv, HD, es), at(a->dqkv, (size_t)HD + GD, es),
-                                a->datty, atty, lse, qkv, at(qkv, HD, es),
-                                at(qkv, (size_t)HD + GD, es), &as));
+                                a->datty, v.atty, v.lse, v.qkv, at(v.qkv, HD, es),
+                                at(v.qkv, (size_t)HD + GD, es), &as));
     CHECK(o->rope_backward(a->dqkv, &rq));
     CHECK(o->rope_backward(a->dqkv, &rk));
     CHECK(o->matmul(a->dln, a->dqkv, at(m->w.qkvw, oq, es), N, C, QKV, 0, 0, 1.0f, 0.0f, 0, 0, 0));
-    CHECK(o->matmul(at(m->g.qkvw, oq, es), a->dqkv, ln1, QKV, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
-    CHECK(o->rmsnorm_backward(a->dtmp, at(m->g.ln1w, on, es), a->dln, x, at(m->w.ln1w, on, es),
-                              rstd1, N, C));
+    CHECK(o->matmul(at(m->g.qkvw, oq, es), a->dqkv, v.ln1, QKV, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    CHECK(o->rmsnorm_backward(a->dtmp, at(m->g.ln1w, on, es), a->dln, v.x, at(m->w.ln1w, on, es),
+                              v.rstd1, N, C));
     return o->axpy(a->dresid, 1.0f, a->dtmp, (size_t)N * C);             /* d x */
 }
 

@@ -46,6 +46,25 @@ void student_rope_shape(const struct student_model *m, int which, struct rope_sh
     r->sin = m->rope_sin;
 }
 
+void student_block_acts(const struct student_model *m, int l, int slot, struct block_acts *v) {
+    const struct student_config *c = &m->cfg;
+    const struct student_acts *a = &m->a;
+    size_t es = dtype_size(m->ops->act_dtype), N = (size_t)m->B * m->T, s = (size_t)slot;
+    size_t C = (size_t)c->d_model, HD = (size_t)c->n_heads * c->d_head, F = (size_t)c->d_ff;
+    size_t QKV = (size_t)(c->n_heads + 2 * c->n_kv_heads) * c->d_head;
+    v->x = at(a->resid, (size_t)l * N * C, es);
+    v->ln1 = at(a->ln1, s * N * C, es);
+    v->rstd1 = a->ln1_rstd + s * N;
+    v->qkv = at(a->qkv, s * N * QKV, es);
+    v->atty = at(a->atty, s * N * HD, es);
+    v->lse = a->lse + s * N * c->n_heads;
+    v->x2 = at(a->resid2, s * N * C, es);
+    v->ln2 = at(a->ln2, s * N * C, es);
+    v->rstd2 = a->ln2_rstd + s * N;
+    v->fch = at(a->fch, s * N * 2 * F, es);
+    v->fcsw = at(a->fcsw, s * N * F, es);
+}
+
 int student_block_forward(struct student_model *m, int l, int slot) {
     const struct ops *o = m->ops;
     const struct student_config *c = &m->cfg;
@@ -53,18 +72,9 @@ int student_block_forward(struct student_model *m, int l, int slot) {
     size_t es = dtype_size(o->act_dtype);
     int N = m->B * m->T, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
     int QKV = (c->n_heads + 2 * c->n_kv_heads) * c->d_head;
-    void *x = at(a->resid, (size_t)l * N * C, es);          /* (N, C) block input */
+    struct block_acts v;
+    student_block_acts(m, l, slot, &v);
     void *xout = at(a->resid, (size_t)(l + 1) * N * C, es); /* (N, C) block output */
-    void *ln1 = at(a->ln1, (size_t)slot * N * C, es);
-    float *rstd1 = a->ln1_rstd + (size_t)slot * N;
-    void *qkv = at(a->qkv, (size_t)slot * N * QKV, es);
-    void *atty = at(a->atty, (size_t)slot * N * HD, es);
-    float *lse = a->lse + (size_t)slot * N * c->n_heads;
-    void *x2 = at(a->resid2, (size_t)slot * N * C, es);
-    void *ln2 = at(a->ln2, (size_t)slot * N * C, es);
-    float *rstd2 = a->ln2_rstd + (size_t)slot * N;
-    void *fch = at(a->fch, (size_t)slot * N * 2 * F, es);
-    void *fcsw = at(a->fcsw, (size_t)slot * N * F, es);
     const void *qkvw = at(m->w.qkvw, (size_t)l * QKV * C, es);
     const void *ow = at(m->w.ow, (size_t)l * C * HD, es);
     const void *fcw = at(m->w.fcw, (size_t)l * 2 * F * C, es);
@@ -75,19 +85,19 @@ int student_block_forward(struct student_model *m, int l, int slot) {
     student_rope_shape(m, 0, &rq);
     student_rope_shape(m, 1, &rk);
 
-    CHECK(o->rmsnorm_forward(ln1, rstd1, x, at(m->w.ln1w, (size_t)l * C, es), N, C, c->norm_eps));
-    CHECK(o->matmul(qkv, ln1, qkvw, N, QKV, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));    /* (N, QKV) */
-    CHECK(o->rope_forward(qkv, &rq));
-    CHECK(o->rope_forward(qkv, &rk));
-    CHECK(o->attention_forward(atty, lse, qkv, at(qkv, HD, es),
-                               at(qkv, (size_t)HD + c->n_kv_heads * c->d_head, es), &as));
-    CHECK(o->copy(x2, x, (size_t)N * C * es));
-    CHECK(o->matmul(x2, atty, ow, N, C, HD, 0, 1, 1.0f, 1.0f, 0, 0, 0));     /* x + o_proj */
-    CHECK(o->rmsnorm_forward(ln2, rstd2, x2, at(m->w.ln2w, (size_t)l * C, es), N, C, c->norm_eps));
-    CHECK(o->matmul(fch, ln2, fcw, N, 2 * F, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));   /* (N, 2F) */
-    CHECK(o->swiglu_forward(fcsw, fch, N, F));
-    CHECK(o->copy(xout, x2, (size_t)N * C * es));
-    CHECK(o->matmul(xout, fcsw, downw, N, C, F, 0, 1, 1.0f, 1.0f, 0, 0, 0));  /* x2 + down */
+    CHECK(o->rmsnorm_forward(v.ln1, v.rstd1, v.x, at(m->w.ln1w, (size_t)l * C, es), N, C, c->norm_eps));
+    CHECK(o->matmul(v.qkv, v.ln1, qkvw, N, QKV, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));    /* (N, QKV) */
+    CHECK(o->rope_forward(v.qkv, &rq));
+    CHECK(o->rope_forward(v.qkv, &rk));
+    CHECK(o->attention_forward(v.atty, v.lse, v.qkv, at(v.qkv, HD, es),
+                               at(v.qkv, (size_t)HD + c->n_kv_heads * c->d_head, es), &as));
+    CHECK(o->copy(v.x2, v.x, (size_t)N * C * es));
+    CHECK(o->matmul(v.x2, v.atty, ow, N, C, HD, 0, 1, 1.0f, 1.0f, 0, 0, 0));     /* x + o_proj */
+    CHECK(o->rmsnorm_forward(v.ln2, v.rstd2, v.x2, at(m->w.ln2w, (size_t)l * C, es), N, C, c->norm_eps));
+    CHECK(o->matmul(v.fch, v.ln2, fcw, N, 2 * F, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));   /* (N, 2F) */
+    CHECK(o->swiglu_forward(v.fcsw, v.fch, N, F));
+    CHECK(o->copy(xout, v.x2, (size_t)N * C * es));
+    CHECK(o->matmul(xout, v.fcsw, downw, N, C, F, 0, 1, 1.0f, 1.0f, 0, 0, 0));  /* x2 + down */
     return 0;
 }
 
