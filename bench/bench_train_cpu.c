@@ -18,19 +18,11 @@
 #include "bench/ops_profile.h"
 
 static double torch_tokens_per_s(int threads, int steps, int layers, int B, int T) {
-    char cmd[512], line[256];
+    char cmd[512];
     const char *root = getenv("SUSHI_REPO_ROOT");
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/torch_train_cpu.py --threads %d --steps %d "
              "--layers %d --B %d --T %d", root ? root : ".", threads, steps, layers, B, T);
-    FILE *p = popen(cmd, "r");
-    double tps = 0;
-    if (!p) return 0;
-    while (fgets(line, sizeof line, p)) {
-        fputs(line, stdout);
-        sscanf(line, "torch tokens/s %lf", &tps);
-    }
-    pclose(p);
-    return tps;
+    return bench_run_torch(cmd);
 }
 
 int main(int argc, char **argv) {

@@ -98,19 +98,11 @@ static int run_config(const struct ops *ops, struct student_config c, int B, int
 }
 
 static double torch_tokens_per_s(int steps, int layers, int B, int T) {
-    char cmd[512], line[256];
+    char cmd[512];
     const char *root = getenv("SUSHI_REPO_ROOT"), *py = getenv("SUSHI_PYTHON");
     snprintf(cmd, sizeof cmd, "%s %s/bench/torch_train_gpu.py --steps %d --layers %d --B %d --T %d",
              py && *py ? py : "python3", root ? root : ".", steps, layers, B, T);
-    FILE *p = popen(cmd, "r");
-    double tps = 0;
-    if (!p) return 0;
-    while (fgets(line, sizeof line, p)) {
-        fputs(line, stdout);
-        sscanf(line, "torch tokens/s %lf", &tps);
-    }
-    pclose(p);
-    return tps;
+    return bench_run_torch(cmd);
 }
 
 int main(int argc, char **argv) {

@@ -1,11 +1,13 @@
 /* The op table wrapped for benchmarks: live/peak accounting of ops->alloc, and with
  * `sync_each` set a timer around every compute op (synchronised before and after, so
  * on the GPU the sum exceeds the step time by the launch gaps it exposes), summed per
- * kind in p_time[] and, for matmul, per shape in mm[]. Included by the training
+ * kind in p_time[] and, for matmul, per shape in mm[]; and the runner of the PyTorch
+ * side of a comparison. Included by the training
  * benchmarks only (static state, one wrapped table per program). */
 #ifndef SUSHI_BENCH_OPS_PROFILE_H
 #define SUSHI_BENCH_OPS_PROFILE_H
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -153,6 +155,21 @@ static const struct ops *profile_ops(const struct ops *b) {
     profiled.axpy = t_axpy;
     profiled.fill = t_fill;
     return &profiled;
+}
+
+/* Runs the comparison command (a PyTorch script printing "torch tokens/s X"), echoes
+ * its output, and returns X (0 when the command failed or printed none). */
+static double bench_run_torch(const char *cmd) {
+    char line[256];
+    FILE *p = popen(cmd, "r");
+    double tps = 0;
+    if (!p) return 0;
+    while (fgets(line, sizeof line, p)) {
+        fputs(line, stdout);
+        sscanf(line, "torch tokens/s %lf", &tps);
+    }
+    pclose(p);
+    return tps;
 }
 
 #endif
