@@ -5,6 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+export BUILD   # tests that run a program find it in $BUILD/bin
 GPU=0
 [ "${1:-}" = "--gpu" ] && { GPU=1; shift; }
 PATTERN=${1:-}
