@@ -68,7 +68,8 @@ link_libs = $(foreach l,$(call libs_in_order,$(1)),$(call lib_file,$(l))) \
 
 TOOLS    := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/main.c))))
 SERVICES := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/main.c))))
-PROGS    := $(BUILD)/bin/sushi $(patsubst %,$(BUILD)/bin/sushi-%,$(TOOLS) $(SERVICES))
+PROGS    := $(BUILD)/bin/sushi $(patsubst %,$(BUILD)/bin/sushi-%,$(TOOLS) $(SERVICES)) \
+            $(if $(wildcard pipelines/supervisor/main.c),$(BUILD)/bin/sushi-run)
 TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_*.c))
 
@@ -105,6 +106,7 @@ endef
 $(eval $(call prog_rule,$(BUILD)/bin/sushi,tools/sushi.c))
 $(foreach t,$(TOOLS),$(eval $(call prog_rule,$(BUILD)/bin/sushi-$(t),tools/$(t)/main.c $(filter-out tools/$(t)/main.c,$(wildcard tools/$(t)/*.c)))))
 $(foreach s,$(SERVICES),$(eval $(call prog_rule,$(BUILD)/bin/sushi-$(s),services/$(s)/main.c $(filter-out services/$(s)/main.c,$(wildcard services/$(s)/*.c)))))
+$(if $(wildcard pipelines/supervisor/main.c),$(eval $(call prog_rule,$(BUILD)/bin/sushi-run,pipelines/supervisor/main.c $(filter-out pipelines/supervisor/main.c,$(wildcard pipelines/supervisor/*.c)))))
 $(foreach t,$(TESTS),$(eval $(call prog_rule,$(t),tests/unit/$(notdir $(t)).c,-lcmocka)))
 $(foreach b,$(BENCHES),$(eval $(call prog_rule,$(b),bench/$(notdir $(b)).c)))
 

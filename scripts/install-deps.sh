@@ -11,7 +11,7 @@ PKGS=(
   libopenblas-dev libjansson-dev libyaml-dev libpcre2-dev libicu-dev
   libzmq3-dev libmsgpack-dev libmicrohttpd-dev
   libcmocka-dev
-  python3-torch python3-numpy python3-msgpack
+  python3-torch python3-numpy python3-msgpack python3-zmq docker-compose
   fortunes
 )
 # node and npm: Debian's packages unless a node with npm is already installed

@@ -38,6 +38,29 @@ for t in "$BUILD"/tests/test_*; do
     echo "---- $log (last 40 lines) ----"; tail -n 40 "$log"; echo "----"
   fi
 done
+# End-to-end tests: scripts in tests/e2e (test_*.py run by the Debian python3 with
+# PyTorch/pyzmq/msgpack, test_*.sh by bash). Each counts as one test: exit 0 passed,
+# 77 skipped, anything else failed. They find programs in $BUILD/bin.
+for t in tests/e2e/test_*.py tests/e2e/test_*.sh; do
+  [ -f "$t" ] || continue
+  name=$(basename "$t")
+  [ -n "$PATTERN" ] && [[ "$name" != *$PATTERN* ]] && continue
+  [ "$GPU" = 1 ] && continue
+  log="$logdir/$name.log"
+  t0=$(date +%s)
+  case "$t" in
+    *.py) timeout 900 /usr/bin/python3 "$t" >"$log" 2>&1 ;;
+    *)    timeout 900 bash "$t" >"$log" 2>&1 ;;
+  esac
+  rc=$?
+  ok=0 bad=0 sk=0
+  case $rc in 0) ok=1 ;; 77) sk=1 ;; *) bad=1 ;; esac
+  passed=$((passed + ok)); failed=$((failed + bad)); skipped=$((skipped + sk))
+  printf '%-40s %3d ok %3d failed %3d skipped  %4ds\n' "$name" "$ok" "$bad" "$sk" $(( $(date +%s) - t0 ))
+  if [ "$bad" -ne 0 ]; then
+    echo "---- $log (exit $rc, last 40 lines) ----"; tail -n 40 "$log"; echo "----"
+  fi
+done
 echo "tests took $(( $(date +%s) - start ))s"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

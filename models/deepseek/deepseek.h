@@ -148,4 +148,55 @@ int ds_save(const struct ds_model *m, const char *dir);
  * active parameters, dtypes). */
 int deepseek_describe(const char *dir, json_t *out);
 
+/* ---- training a DeepSeek-style model (train.c) ------------------------------------
+ * The trainer can train a (small) DeepSeek model, e.g. the teacher the default pipeline
+ * needs when no teacher checkpoint is configured. All parameters live in one f32 master
+ * buffer (matrices first: weight decay applies to the first n_decay elements), the
+ * compute weights in one act-dtype buffer and the gradients in another, with the
+ * ds_model / ds_layer pointers viewing into the compute weights, so models/optim.c
+ * updates them in one call. Batches are B rows of T tokens; each document segment of a
+ * row (doc_ids; NULL = one segment per row) is its own sequence from position 0, as the
+ * teacher scores it. */
+struct ds_train {
+    struct ds_model m;          /* weights view into wbuf; max_seq = T */
+    int B, T;
+    size_t n_params, n_decay;
+    float *master;              /* (n_params) f32 */
+    void *wbuf;                 /* (n_params) act dtype (== master on f32 backends) */
+    void *gbuf;                 /* (n_params) act dtype, accumulates */
+    struct ds_layer *g;         /* [L] gradient views into gbuf */
+    void *g_embed, *g_final_norm, *g_head;
+    struct ds_train_state *st;  /* activations and scratch (train.c) */
+};
+
+/* Creates a model of config c (c->vocab etc.; fp8 must be 0) with weights from `seed`:
+ * matrices normal(0, 0.02), o_proj/down_proj scaled by 1/sqrt(2L), norms 1, router
+ * bias 0. Loads weights from dir instead when dir != NULL (an HF DeepSeek checkpoint
+ * whose config must equal c, e.g. one ds_train_save wrote). */
+int ds_train_create(struct ds_train *t, const struct ds_config *c, const struct ops *ops, int B, int T,
+                    uint64_t seed, const char *dir);
+void ds_train_free(struct ds_train *t);
+/* ids, targets (< 0 ignored), doc_ids (may be NULL) host (B, T); teacher top-K as in
+ * student.h's struct student_teacher semantics (may be NULL: cross-entropy only):
+ * mean loss over rows with a target, dlogits kept for backward. */
+struct student_teacher;
+struct student_loss_cfg;
+int ds_train_forward(struct ds_train *t, const int32_t *ids, const int32_t *targets, const int32_t *doc_ids,
+                     const struct student_teacher *teacher, const struct student_loss_cfg *lc, float *loss);
+/* Accumulates (+=) parameter gradients of the last forward's loss into gbuf. */
+int ds_train_backward(struct ds_train *t);
+int ds_train_zero_grad(struct ds_train *t);
+/* Copies master into the compute weights (after loading or editing master). */
+int ds_train_sync_weights(struct ds_train *t);
+/* Writes the weights as an HF DeepSeek checkpoint (ds_save's layout) plus, when m/v are
+ * given, optimizer.safetensors (f32 moments, same names + .exp_avg / .exp_avg_sq) and
+ * trainer_state.json (state), atomically like the student's checkpoint_save. */
+int ds_train_save(const struct ds_train *t, const char *dir, const float *m, const float *v, const json_t *state);
+/* Loads master weights (and moments and state when m/v/state are non-NULL) from a
+ * checkpoint ds_train_save wrote; checks the config equals t's. */
+int ds_train_load(struct ds_train *t, const char *dir, float *m, float *v, json_t **state);
+/* The `model` section of a training YAML with arch: deepseek (fields of config.json:
+ * vocab_size, hidden_size, ...) -> config; names the field in errors. */
+int ds_config_from_train_json(struct ds_config *c, const json_t *model, const char *file);
+
 #endif
