@@ -27,7 +27,7 @@ LIBDIR_deepseek := models/deepseek
 LIBDIR_cuda     := kernels/cuda
 LIBDIR_wire     := common/wire common/transport
 
-EXT_core     := -ljansson -lm
+EXT_core     := -ljansson -lm -ldl -lpthread
 EXT_config   := -lyaml
 EXT_tok      := -lpcre2-8 -licuuc
 EXT_data     :=

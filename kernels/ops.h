@@ -83,6 +83,12 @@ struct adamw_args {
     float grad_scale;  /* gradients are multiplied by this first (clipping, accumulation) */
 };
 
+/* Backend memory in bytes: allocated through ops->alloc now and at the peak; free and
+ * total of the device (cudaMemGetInfo; 0 on the CPU, where they are not tracked). */
+struct ops_mem {
+    size_t allocated, peak, free, total;
+};
+
 struct ops {
     const char *name;       /* "cpu", "cuda" */
     enum dtype act_dtype;   /* dtype of `act` buffers */
@@ -98,6 +104,7 @@ struct ops {
     int (*f32_to_act)(void *dst, const float *src, size_t n);
     int (*act_to_f32)(float *dst, const void *src, size_t n);
     int (*sync)(void);
+    int (*mem_stats)(struct ops_mem *out);
 
     /* C[m,n] = alpha · op(A) · op(B) + beta · C, op(X) = X or Xᵀ; A is [m,k] ([k,m] when
      * trans_a), B is [k,n] ([n,k] when trans_b); lda/ldb/ldc are row strides (0 = dense). */

@@ -8,8 +8,11 @@
 
 #include "common/core/log.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/mem_track.h"
 
 /* ---- memory ---- */
+
+static struct mem_track cpu_mem = MEM_TRACK_INIT;
 
 static void *cpu_alloc(size_t bytes) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
@@ -24,10 +27,21 @@ static void *cpu_alloc(size_t bytes) {
         return NULL;
     }
     memset(p, 0, rounded);
+    mem_track_add(&cpu_mem, p, rounded);
     return p;
 }
 
-static void cpu_free(void *p) { free(p); }
+static void cpu_free(void *p) {
+    mem_track_remove(&cpu_mem, p);
+    free(p);
+}
+
+static int cpu_mem_stats(struct ops_mem *out) {
+    if (!out) return sushi_error(SUSHI_EINVAL, "cpu: mem_stats: NULL");
+    memset(out, 0, sizeof *out);
+    mem_track_counts(&cpu_mem, &out->allocated, &out->peak);
+    return 0;
+}
 
 static int cpu_copy(void *dst, const void *src, size_t bytes) {
     if (bytes == 0) return 0;
@@ -162,6 +176,7 @@ static const struct ops cpu_table = {
     .f32_to_act = cpu_f32_copy,
     .act_to_f32 = cpu_act_to_f32,
     .sync = cpu_sync,
+    .mem_stats = cpu_mem_stats,
     .matmul = cpu_matmul,
     .add = cpu_add,
     .axpy = cpu_axpy,

@@ -12,6 +12,7 @@
 
 extern "C" {
 #include "common/core/log.h"
+#include "kernels/mem_track.h"
 #include "kernels/ops.h"
 }
 

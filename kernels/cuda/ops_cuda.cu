@@ -36,6 +36,8 @@ int cuda_workspace(void **p, size_t bytes, int slot) {
 
 /* ---- memory ---- */
 
+static struct mem_track cuda_mem = MEM_TRACK_INIT;
+
 static void *cu_alloc(size_t bytes) {
     void *p = NULL;
     if (bytes == 0) bytes = 1;
@@ -50,11 +52,22 @@ static void *cu_alloc(size_t bytes) {
         sushi_error(SUSHI_EBACKEND, "cuda: alloc: zeroing %zu bytes failed", bytes);
         return NULL;
     }
+    mem_track_add(&cuda_mem, p, bytes);
     return p;
 }
 
 static void cu_free(void *p) {
-    if (p) cudaFree(p);
+    if (!p) return;
+    mem_track_remove(&cuda_mem, p);
+    cudaFree(p);
+}
+
+static int cu_mem_stats(struct ops_mem *out) {
+    CUDA_REQUIRE(out, "cuda: mem_stats: NULL");
+    memset(out, 0, sizeof *out);
+    mem_track_counts(&cuda_mem, &out->allocated, &out->peak);
+    CUDA_CHECK(cudaMemGetInfo(&out->free, &out->total), "cudaMemGetInfo");
+    return 0;
 }
 
 static int cu_to_device(void *dst, const void *src, size_t bytes) {
@@ -229,6 +242,7 @@ extern "C" const struct ops *ops_cuda(void) {
             t->f32_to_act = cu_f32_to_act;
             t->act_to_f32 = cu_act_to_f32;
             t->sync = cu_sync;
+            t->mem_stats = cu_mem_stats;
             t->matmul = cuda_matmul;
             t->add = cu_add;
             t->axpy = cu_axpy;

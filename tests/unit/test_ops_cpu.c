@@ -437,6 +437,35 @@ static void test_backend_names(void **st) {
     cpu->free(p);
 }
 
+/* ops->mem_stats counts what alloc handed out (rounded to 64 bytes) and the peak */
+static void test_mem_stats(void **st) {
+    (void)st;
+    struct ops_mem m0, m1, m2;
+    assert_int_equal(cpu->mem_stats(&m0), 0);
+    void *a = cpu->alloc(1000), *b = cpu->alloc(64);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(cpu->mem_stats(&m1), 0);
+    assert_int_equal(m1.allocated - m0.allocated, 1024 + 64);
+    assert_true(m1.peak >= m1.allocated);
+    cpu->free(a);
+    cpu->free(NULL);
+    assert_int_equal(cpu->mem_stats(&m2), 0);
+    assert_int_equal(m2.allocated - m0.allocated, 64);
+    assert_int_equal(m2.peak, m1.peak);
+    /* many blocks: the table grows and keeps exact counts */
+    void *many[2000];
+    for (int i = 0; i < 2000; i++) many[i] = cpu->alloc(128);
+    for (int i = 0; i < 2000; i += 2) cpu->free(many[i]);
+    assert_int_equal(cpu->mem_stats(&m1), 0);
+    assert_int_equal(m1.allocated - m2.allocated, 1000 * 128);
+    for (int i = 1; i < 2000; i += 2) cpu->free(many[i]);
+    cpu->free(b);
+    assert_int_equal(cpu->mem_stats(&m1), 0);
+    assert_int_equal(m1.allocated, m0.allocated);
+    assert_int_equal(cpu->mem_stats(NULL), SUSHI_EINVAL);
+}
+
 int main(void) {
     cpu = ops_cpu();
     const struct CMUnitTest tests[] = {
@@ -444,6 +473,7 @@ int main(void) {
         cmocka_unit_test(test_thread_count),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_backend_names),
+        cmocka_unit_test(test_mem_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
