@@ -38,4 +38,17 @@ int fs_exists(const char *path);
 /* Size of a regular file in bytes, or a negative SUSHI_E* code. */
 long long fs_file_size(const char *path);
 
+/* Atomic directories (fsdir.c), e.g. checkpoints: everything is written into a
+ * temporary DIR.tmp-XXXXXX beside DIR, fsynced, then swapped in: an old DIR is renamed
+ * to DIR.old, the new one to DIR, DIR.old removed, the parent fsynced. If a crash
+ * leaves only DIR.old, readers fall back to it (fs_dir_resolve). One writer per DIR.
+ * fs_dir_stage: removes DIR.tmp-XXXXXX folders an interrupted save left, creates the
+ * parent and a fresh temporary folder, its name into tmp (cap bytes; trailing slashes
+ * of dir ignored). fs_dir_publish: fsyncs tmp and swaps it in as dir; on failure tmp is
+ * removed (the message of the failure kept). fs_dir_resolve: DIR, or DIR.old when only
+ * that survived, into buf. */
+int fs_dir_stage(const char *dir, char *tmp, size_t cap);
+int fs_dir_publish(const char *tmp, const char *dir);
+int fs_dir_resolve(const char *dir, char *buf, size_t cap);
+
 #endif

@@ -199,4 +199,31 @@ int ds_train_load(struct ds_train *t, const char *dir, float *m, float *v, json_
  * vocab_size, hidden_size, ...) -> config; names the field in errors. */
 int ds_config_from_train_json(struct ds_config *c, const json_t *model, const char *file);
 
+/* internals shared by train*.c: the trainable tensors of a model in the one-buffer
+ * layout (matrices first, then the norms), by HF name. A gate/up pair shares its
+ * ds_mlp.gu buffer: the up slot has off = F·C. */
+struct ds_slot {
+    char name[96];
+    void **p;           /* the ds_model / ds_layer field that points at the tensor */
+    size_t off;         /* elements from *p */
+    int64_t rows, cols; /* cols 0: a vector */
+    int resid;          /* writes into the residual stream (o_proj, down_proj) */
+};
+/* The slots of m (layers and experts arrays allocated, e.g. by ds_train_skeleton);
+ * *out is malloc'd; returns the count or a negative error; *n_matrices = slots before
+ * the first norm. */
+int ds_train_slots(struct ds_model *m, struct ds_slot **out, int *n_matrices);
+/* Allocates m's layers (and experts) arrays for config c, with router_bias when
+ * with_bias; no tensors. ds_train_skeleton_free undoes it. */
+int ds_train_skeleton(struct ds_model *m, const struct ds_config *c, const struct ops *ops, int with_bias);
+void ds_train_skeleton_free(struct ds_model *m, int with_bias);
+/* Points m's tensors into base (element size es) in the layout; n (total elements) and
+ * n_decay (the matrices) may be NULL; base NULL only counts. */
+int ds_train_layout(struct ds_model *m, void *base, size_t es, size_t *n, size_t *n_decay);
+/* The RoPE cos/sin tables and the k_pe identity for m->max_seq positions (load.c). */
+int ds_rope_tables(struct ds_model *m);
+/* Field-by-field comparison; names the first differing config.json field in a message
+ * prefixed with `where`. */
+int ds_config_equal(const struct ds_config *a, const struct ds_config *b, const char *where);
+
 #endif

@@ -203,7 +203,7 @@ static int ds_check_extra(struct ds_loader *ld, int L) {
     return 0;
 }
 
-static int ds_rope_tables(struct ds_model *m) {
+int ds_rope_tables(struct ds_model *m) {
     const struct ds_config *c = &m->cfg;
     int half = c->rope / 2, S = m->max_seq;
     float *cs = malloc((size_t)S * half * sizeof(float)), *sn = malloc((size_t)S * half * sizeof(float));
