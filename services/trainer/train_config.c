@@ -5,7 +5,10 @@
 #include <string.h>
 
 #include "common/config/config.h"
+#include "common/core/config_student.h"
 #include "common/core/log.h"
+#include "common/data/data.h"
+#include "common/transport/protocol.h"
 
 static int get_schedule(json_t *root, const char *path, enum optim_schedule *out) {
     const char *s = NULL;
@@ -18,18 +21,112 @@ static int get_schedule(json_t *root, const char *path, enum optim_schedule *out
     return 0;
 }
 
+/* model.arch selects the student (absent, "llama") or a DeepSeek model ("deepseek");
+ * the rest of the section is that architecture's config. */
+static int load_model(json_t *root, const char *path, struct train_config *t) {
+    json_t *model = json_object_get(root, "model");
+    if (!json_is_object(model)) return sushi_error(SUSHI_ENOTFOUND, "%s: model: missing or not a map", path);
+    const char *arch = "llama";
+    int rc = config_get_string(root, path, "model.arch", 0, &arch);
+    if (rc) return rc;
+    if (!strcmp(arch, "llama")) t->arch = TRAIN_ARCH_LLAMA;
+    else if (!strcmp(arch, "deepseek")) t->arch = TRAIN_ARCH_DEEPSEEK;
+    else return sushi_error(SUSHI_EINVAL, "%s: model.arch: \"%s\" (llama or deepseek)", path, arch);
+    json_t *fields = json_deep_copy(model);
+    if (!fields) return sushi_error(SUSHI_ENOMEM, "%s: model section", path);
+    json_object_del(fields, "arch");
+    if (t->arch == TRAIN_ARCH_DEEPSEEK) {
+        rc = ds_config_from_train_json(&t->ds, fields, path);
+        json_decref(fields);
+        return rc;
+    }
+    struct ju_where w = {path, "model"};
+    rc = config_student_from_json(fields, w, &t->model);
+    json_decref(fields);
+    if (!rc && (rc = student_config_validate(&t->model))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", sushi_last_error());
+        rc = sushi_error(rc, "%s: %s", path, msg);
+    }
+    return rc;
+}
+
+static int copy_string(json_t *root, const char *path, const char *key, int required, const char *def,
+                       char *dst, size_t cap) {
+    const char *s = def;
+    int rc = config_get_string(root, path, key, required, &s);
+    if (rc) return rc;
+    if (strlen(s) >= cap) return sushi_error(SUSHI_EINVAL, "%s: %s: longer than %zu bytes", path, key, cap - 1);
+    snprintf(dst, cap, "%s", s);
+    return 0;
+}
+
+/* run, endpoints, data.batch_size/seq_len and train's pipeline fields */
+static int load_pipeline(json_t *root, const char *path, struct train_config *t) {
+    struct data_config dc;
+    data_config_defaults(&dc);
+    t->batch_size = dc.batch_size;
+    t->seq_len = dc.seq_len;
+    t->save_every = 50;
+    t->window = PROTO_WINDOW;
+    t->heartbeat_ms = PROTO_HEARTBEAT_MS;
+    t->dead_after_ms = PROTO_DEAD_AFTER_MS;
+    t->kd = (struct train_kd){.alpha = 0.5f, .mode = KD_FORWARD, .temperature = 1.0f, .jsd_beta = 0.5f};
+    t->resume = 1;
+    t->deterministic = 1;
+    const char *mode = "forward";
+    int rc = 0;
+    struct { const char *key; int *dst; } ints[] = {
+        {"data.batch_size", &t->batch_size}, {"data.seq_len", &t->seq_len},
+        {"train.save_every", &t->save_every}, {"train.window", &t->window},
+        {"train.heartbeat_ms", &t->heartbeat_ms}, {"train.dead_after_ms", &t->dead_after_ms}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0] && !rc; i++)
+        rc = config_get_int(root, path, ints[i].key, 0, ints[i].dst);
+    if (!rc) rc = config_get_float(root, path, "train.kd.alpha", 0, &t->kd.alpha);
+    if (!rc) rc = config_get_float(root, path, "train.kd.temperature", 0, &t->kd.temperature);
+    if (!rc) rc = config_get_float(root, path, "train.kd.jsd_beta", 0, &t->kd.jsd_beta);
+    if (!rc) rc = config_get_string(root, path, "train.kd.mode", 0, &mode);
+    if (!rc) rc = config_get_bool(root, path, "train.resume", 0, &t->resume);
+    if (!rc) rc = config_get_bool(root, path, "train.deterministic", 0, &t->deterministic);
+    if (!rc) rc = copy_string(root, path, "run.dir", 0, "runs/distill", t->run_dir, sizeof t->run_dir);
+    if (!rc) rc = copy_string(root, path, "endpoints.loader", 1, NULL, t->ep_loader, sizeof t->ep_loader);
+    if (!rc) rc = copy_string(root, path, "endpoints.trainer", 0, "", t->ep_trainer, sizeof t->ep_trainer);
+    if (!rc) rc = copy_string(root, path, "endpoints.events", 0, "", t->ep_events, sizeof t->ep_events);
+    if (!rc) rc = copy_string(root, path, "train.checkpoint_dir", 0, "", t->checkpoint_dir, sizeof t->checkpoint_dir);
+    if (rc) return rc;
+    if (!t->checkpoint_dir[0]) snprintf(t->checkpoint_dir, sizeof t->checkpoint_dir, "%.400s/student", t->run_dir);
+    t->direct = t->ep_trainer[0] == 0;
+    if (!strcmp(mode, "forward")) t->kd.mode = KD_FORWARD;
+    else if (!strcmp(mode, "reverse")) t->kd.mode = KD_REVERSE;
+    else if (!strcmp(mode, "jsd")) t->kd.mode = KD_JSD;
+    else return sushi_error(SUSHI_EINVAL, "%s: train.kd.mode: \"%s\" (forward, reverse or jsd)", path, mode);
+    if (!(t->kd.alpha >= 0 && t->kd.alpha <= 1))
+        return sushi_error(SUSHI_EINVAL, "%s: train.kd.alpha %g must be in [0, 1]", path, t->kd.alpha);
+    if (!(t->kd.temperature > 0))
+        return sushi_error(SUSHI_EINVAL, "%s: train.kd.temperature %g must be > 0", path, t->kd.temperature);
+    if (!(t->kd.jsd_beta > 0 && t->kd.jsd_beta < 1))
+        return sushi_error(SUSHI_EINVAL, "%s: train.kd.jsd_beta %g must be in (0, 1)", path, t->kd.jsd_beta);
+    if (t->save_every <= 0) return sushi_error(SUSHI_EINVAL, "%s: train.save_every must be > 0", path);
+    if (t->window < 1 || t->window > 4096)
+        return sushi_error(SUSHI_EINVAL, "%s: train.window %d must be in [1, 4096]", path, t->window);
+    if (t->heartbeat_ms <= 0 || t->dead_after_ms <= t->heartbeat_ms)
+        return sushi_error(SUSHI_EINVAL, "%s: train.heartbeat_ms %d must be > 0 and below train.dead_after_ms %d",
+                           path, t->heartbeat_ms, t->dead_after_ms);
+    return 0;
+}
+
 int train_config_load(const char *path, const char *const *overrides, int n_overrides,
                       struct train_config *t) {
     if (!path || !t) return sushi_error(SUSHI_EINVAL, "train_config_load: NULL argument");
     memset(t, 0, sizeof *t);
-    int rc = config_load_student(path, overrides, n_overrides, &t->model);
-    if (rc) return rc;
     json_t *root = NULL;
-    if ((rc = config_load_yaml(path, &root))) return rc;
-    for (int i = 0; i < n_overrides && !rc; i++) rc = config_set_override(root, overrides[i], path);
+    int rc = config_load(path, overrides, n_overrides, &root);
+    if (rc) return rc;
+    rc = load_model(root, path, t);
+    t->pipeline = json_object_get(root, "endpoints") != NULL;
     /* defaults */
     t->batch_size = 8;
-    t->seq_len = t->model.max_seq;
+    t->seq_len = t->arch == TRAIN_ARCH_LLAMA ? t->model.max_seq : 0;
     t->steps = 100;
     t->base_batch = 16;
     t->log_every = 10;
@@ -62,13 +159,15 @@ int train_config_load(const char *path, const char *const *overrides, int n_over
         snprintf(t->corpus, sizeof t->corpus, "%s", corpus);
         snprintf(t->backend, sizeof t->backend, "%s", backend);
     }
+    if (!rc && t->pipeline) rc = load_pipeline(root, path, t);
     json_decref(root);
     if (rc) return rc;
     t->seed = (uint64_t)seed;
+    int max_seq = t->arch == TRAIN_ARCH_LLAMA ? t->model.max_seq : t->ds.max_pos;
     if (t->batch_size <= 0) return sushi_error(SUSHI_EINVAL, "%s: train.batch_size must be > 0", path);
-    if (t->seq_len <= 1 || t->seq_len > t->model.max_seq)
-        return sushi_error(SUSHI_EINVAL, "%s: train.seq_len %d must be in [2, model.max_seq %d]", path,
-                           t->seq_len, t->model.max_seq);
+    if (t->seq_len <= 1 || (max_seq > 0 && t->seq_len > max_seq))
+        return sushi_error(SUSHI_EINVAL, "%s: %s %d must be in [2, model max_seq %d]", path,
+                           t->pipeline ? "data.seq_len" : "train.seq_len", t->seq_len, max_seq);
     if (t->steps <= 0) return sushi_error(SUSHI_EINVAL, "%s: train.steps must be > 0", path);
     if (t->log_every <= 0) t->log_every = 1;
     if (t->threads < 0) return sushi_error(SUSHI_EINVAL, "%s: train.threads must be ≥ 0", path);

@@ -1,15 +1,30 @@
 /* The trainer's settings: the `train` section of a training YAML (the `model` section
- * is the student config), with `key.path=value` overrides from the command line. */
+ * is the student config, or a DeepSeek config with `arch: deepseek`), with
+ * `key.path=value` overrides from the command line. A config with an `endpoints`
+ * section is a pipeline run config (README, protocol.h): then `run`, `endpoints`,
+ * `data.batch_size`/`data.seq_len` and the pipeline fields of `train` apply too. */
 #ifndef SUSHI_TRAIN_CONFIG_H
 #define SUSHI_TRAIN_CONFIG_H
 
 #include <stdint.h>
 
+#include "models/deepseek/deepseek.h"
 #include "models/optim.h"
 #include "models/student/student.h"
 
+enum train_arch { TRAIN_ARCH_LLAMA = 0, TRAIN_ARCH_DEEPSEEK = 1 };
+
+struct train_kd {
+    float alpha;             /* weight of the KD term (0: cross-entropy only) */
+    enum kd_mode mode;       /* forward | reverse | jsd */
+    float temperature;       /* must equal the teacher's meta.temperature */
+    float jsd_beta;
+};
+
 struct train_config {
-    struct student_config model;
+    enum train_arch arch;
+    struct student_config model;  /* arch llama */
+    struct ds_config ds;          /* arch deepseek */
     struct optim_config optim;
     int batch_size;          /* sequences per micro-batch (B) */
     int seq_len;             /* T (≤ model.max_seq) */
@@ -22,6 +37,19 @@ struct train_config {
     uint64_t seed;
     char corpus[512];        /* byte-level training text, relative to the repo root */
     char backend[16];        /* cpu | cuda | auto */
+
+    /* pipeline mode */
+    int pipeline;            /* the config has `endpoints` */
+    int direct;              /* no endpoints.trainer: batches come from the loader */
+    char run_dir[512];       /* run.dir: records go to RUN/trainer/ */
+    char ep_loader[256], ep_trainer[256], ep_events[256];
+    char checkpoint_dir[512];
+    int save_every;          /* optimizer steps between checkpoints (and acks) */
+    int window;              /* reorder window W */
+    int heartbeat_ms, dead_after_ms;
+    struct train_kd kd;
+    int resume;              /* load checkpoint_dir at start when it holds a checkpoint */
+    int deterministic;
 };
 
 /* Reads `path` with the overrides applied; messages name the file and key. */

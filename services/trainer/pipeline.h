@@ -1,0 +1,57 @@
+/* The trainer stage's state, shared by its setup (pipeline_setup.c: model, resume,
+ * sockets) and its loop (pipeline.c: receive, reorder, train, checkpoint, ack). */
+#ifndef SUSHI_TRAINER_PIPELINE_H
+#define SUSHI_TRAINER_PIPELINE_H
+
+#include <stdint.h>
+
+#include "common/transport/heartbeat.h"
+#include "common/transport/stage.h"
+#include "common/transport/transport.h"
+#include "models/optim.h"
+#include "models/rng.h"
+#include "services/trainer/batch_check.h"
+#include "services/trainer/records.h"
+#include "services/trainer/reorder.h"
+#include "services/trainer/train_config.h"
+#include "services/trainer/trainer_model.h"
+
+#define PIPE_LOGGED 64
+
+struct pipe {
+    const struct train_config *tc;
+    struct stage st;
+    struct transport *dealer;      /* to the loader */
+    struct transport *router;      /* teacher replicas; NULL in direct mode */
+    struct transport *events;      /* PUB: metrics, checkpoints; NULL when not configured */
+    struct trainer_model m;
+    struct optim opt;
+    struct reorder ro;
+    struct records rec;
+    struct batch_expect expect;
+    struct student_loss_cfg lc;
+    struct rng rng;                /* saved with checkpoints (no randomness is drawn yet) */
+    struct heartbeat hb;           /* teacher replicas heard from */
+    struct transport_peer peers[HEARTBEAT_MAX_PEERS];
+    int npeers;
+    uint64_t next;                 /* next batch id to apply */
+    int accum;                     /* micro-batches applied in the current step */
+    double loss_sum;
+    float last_loss;
+    int saved_step;                /* step of the last durable checkpoint (-1: none) */
+    uint64_t bad;                  /* protocol violations (well-formed messages) */
+    uint64_t dropped;              /* stale, duplicate or out-of-window batches */
+    uint64_t freed;                /* direct mode: input slots freed since the last grant */
+    double stall_s;                /* cumulative seconds waiting for data */
+    double step_t0, step_time_s;
+    double log_t;
+    long long tokens_since_log;
+    char logged[PIPE_LOGGED][272];
+    int nlogged;
+};
+
+/* Runs until train.steps are done (final checkpoint, metrics event "end"), a signal
+ * (no checkpoint), or a fatal error. */
+int pipeline_loop(struct pipe *p);
+
+#endif

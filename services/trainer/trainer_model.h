@@ -1,0 +1,52 @@
+/* The model the trainer trains, behind one interface so the training loop has one code
+ * path: the student (models/student) or a DeepSeek model (ds_train_*). Both keep their
+ * parameters in one f32 master buffer, act-dtype compute weights and gradients, which
+ * optim_step updates in one call. Checkpoints carry weights, AdamW moments and the
+ * trainer's state object (trainer_state.json). */
+#ifndef SUSHI_TRAINER_MODEL_H
+#define SUSHI_TRAINER_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "models/deepseek/deepseek.h"
+#include "models/optim.h"
+#include "models/student/student.h"
+#include "services/trainer/train_config.h"
+
+struct trainer_model {
+    enum train_arch arch;
+    const struct ops *ops;
+    int B, T;
+    int vocab;               /* real vocabulary: ids and targets must be below it */
+    int doc_mask;            /* forward gets doc_ids */
+    size_t n_params, n_decay;
+    float *master;           /* (n_params) f32, backend memory */
+    void *wbuf, *gbuf;       /* compute weights, gradients (act dtype) */
+    struct student_model student;
+    struct ds_train ds;
+};
+
+const char *trainer_arch_name(enum train_arch a);   /* "llama" | "deepseek" */
+
+/* Creates the configured model for (B, T) batches on ops, initialised from tc->seed. */
+int trainer_model_create(struct trainer_model *m, const struct train_config *tc, const struct ops *ops,
+                         int B, int T);
+void trainer_model_free(struct trainer_model *m);
+/* Host (B, T) ids / targets / doc_ids (doc_ids ignored unless doc_mask); teacher NULL:
+ * cross-entropy only. Mean loss over rows with a target; dlogits kept for backward. */
+int trainer_model_forward(struct trainer_model *m, const int32_t *ids, const int32_t *targets,
+                          const int32_t *doc_ids, const struct student_teacher *teacher,
+                          const struct student_loss_cfg *lc, float *loss);
+int trainer_model_backward(struct trainer_model *m);
+int trainer_model_zero_grad(struct trainer_model *m);
+/* Writes weights, o's moments and `state` to dir atomically. */
+int trainer_model_save(struct trainer_model *m, const struct optim *o, const char *dir, const json_t *state);
+/* Loads weights and o's moments from dir; *state gets the trainer state (new ref). */
+int trainer_model_load(struct trainer_model *m, struct optim *o, const char *dir, json_t **state);
+/* 1 when dir (or the dir.old an interrupted save left) holds a checkpoint. */
+int trainer_checkpoint_exists(const char *dir);
+
+#endif
