@@ -41,6 +41,15 @@ int student_config_validate(struct student_config *c) {
     if (c->norm_eps == 0) c->norm_eps = 1e-5f;
     if (!(c->norm_eps > 0)) return sushi_error(SUSHI_EINVAL, "student config: norm_eps must be > 0");
     if (c->window < 0) return sushi_error(SUSHI_EINVAL, "student config: window must be ≥ 0 (got %d)", c->window);
+    if (encoder_enabled(&c->enc)) {
+        c->enc.d_model = c->d_model;
+        CHECK(encoder_config_validate(&c->enc));
+        if (c->doc_mask)
+            return sushi_error(SUSHI_EUNSUPPORTED, "student config: doc_mask cannot be combined with model.encoders");
+        if (encoder_prefix_len(&c->enc) >= c->max_seq)
+            return sushi_error(SUSHI_EINVAL, "student config: the encoders' prefix of %d rows leaves no room in max_seq %d",
+                               encoder_prefix_len(&c->enc), c->max_seq);
+    }
     struct rope_scaling *y = &c->rope_scaling;
     if (y->type == ROPE_SCALING_YARN) {
         if (!(y->factor >= 1.0f)) return sushi_error(SUSHI_EINVAL, "student config: rope_scaling.factor must be ≥ 1");
@@ -140,7 +149,7 @@ static int alloc_acts(struct student_model *m) {
     const struct ops *o = m->ops;
     struct student_acts *a = &m->a;
     size_t es = dtype_size(o->act_dtype);
-    size_t N = (size_t)m->B * m->T, C = c->d_model, L = c->n_layers, D = c->d_head;
+    size_t N = (size_t)m->B * m->S, C = c->d_model, L = c->n_layers, D = c->d_head;
     size_t H = c->n_heads, QKV = (H + 2 * c->n_kv_heads) * D, F = c->d_ff;
     size_t S = c->grad_checkpoint ? 1 : L;
     struct { void **p; size_t bytes; const char *what; } t[] = {
@@ -195,11 +204,14 @@ int student_create(struct student_model *m, const struct student_config *cfg,
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     CHECK(student_config_validate(&m->cfg));
-    if (B <= 0 || T <= 0 || T > m->cfg.max_seq)
-        return sushi_error(SUSHI_EINVAL, "student_create: batch %dx%d invalid (max_seq %d)", B, T, m->cfg.max_seq);
+    m->P = encoder_prefix_len(&m->cfg.enc);
+    if (B <= 0 || T <= 0 || T > m->cfg.max_seq - m->P)
+        return sushi_error(SUSHI_EINVAL, "student_create: batch %dx%d invalid (max_seq %d, prefix %d)", B, T,
+                           m->cfg.max_seq, m->P);
     m->ops = ops;
     m->B = B;
     m->T = T;
+    m->S = m->P + T;
     size_t es = dtype_size(ops->act_dtype);
     struct student_params tmp;
     CHECK(student_layout(&m->cfg, NULL, 4, &tmp, &m->n_decay));

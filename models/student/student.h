@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kernels/ops.h"
+#include "models/student/encoders.h"
 
 enum rope_scaling_type { ROPE_SCALING_NONE = 0, ROPE_SCALING_YARN = 1 };
 
@@ -36,6 +37,9 @@ struct student_config {
     int window;         /* sliding window W, 0 = full causal */
     int doc_mask;       /* attend within a document only; RoPE positions restart */
     int grad_checkpoint;/* recompute each block in backward */
+    struct encoder_config enc; /* multimodal prefix encoders (model.encoders), all off by
+                                  default; when on, each sample's sequence is
+                                  [prefix (encoder_prefix_len rows) | text (T rows)] */
 };
 
 /* A named parameter tensor in HF layout: a view into the model's one f32 buffer. */
@@ -133,7 +137,9 @@ struct student_inputs {
 struct student_model {
     struct student_config cfg;
     const struct ops *ops;
-    int B, T;                   /* batch shape the activations were sized for */
+    int B, T;                   /* batch shape: B samples of T text tokens */
+    int P;                      /* prefix rows per sample (0 without encoders) */
+    int S;                      /* sequence rows per sample, P + T: what the blocks see */
     size_t n_params;            /* f32 elements of master / grads */
     size_t n_decay;             /* leading elements that receive weight decay */
     float *master;              /* (n_params) f32 master weights */
@@ -180,8 +186,22 @@ int student_sync_weights(struct student_model *m);
 int student_forward(struct student_model *m, const int32_t *ids, const int32_t *targets,
                     const int32_t *doc_ids, const struct student_teacher *teacher,
                     const struct student_loss_cfg *lc, float *loss);
+/* The same with a modality prefix: prefix (B, P, C) act in backend memory (from
+ * encoder_prefix_forward), P = m->P > 0. Sequence row s of sample b is prefix row s for
+ * s < P and text token s − P after; RoPE positions count from the prefix start, so the
+ * text's positions are P..P+T−1. ids, targets and the teacher's top-K stay (B, T) text
+ * only, aligned one to one with the teacher's text-only positions: the loss covers the
+ * text rows alone. doc_ids must be NULL (document masking is not combined with a prefix).
+ * With P = 0 it is student_forward (prefix must then be NULL). */
+int student_forward_prefix(struct student_model *m, const void *prefix, const int32_t *ids,
+                           const int32_t *targets, const int32_t *doc_ids,
+                           const struct student_teacher *teacher,
+                           const struct student_loss_cfg *lc, float *loss);
 /* Accumulates parameter gradients (+=) of the last forward's mean loss. */
 int student_backward(struct student_model *m);
+/* The same, writing d(loss)/d(prefix) (B, P, C) act into dprefix (overwrite) when not
+ * NULL, for encoder_prefix_backward. */
+int student_backward_prefix(struct student_model *m, void *dprefix);
 int student_zero_grad(struct student_model *m);
 
 /* internals shared by the model's files */

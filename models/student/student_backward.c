@@ -14,7 +14,7 @@ static int block_backward(struct student_model *m, int l, int slot) {
     const struct student_config *c = &m->cfg;
     struct student_acts *a = &m->a;
     size_t es = dtype_size(o->act_dtype);
-    int N = m->B * m->T, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
+    int N = m->B * m->S, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
     int GD = c->n_kv_heads * c->d_head, QKV = HD + 2 * GD;
     struct block_acts v;
     student_block_acts(m, l, slot, &v);
@@ -51,27 +51,54 @@ static int block_backward(struct student_model *m, int l, int slot) {
     return o->axpy(a->dresid, 1.0f, a->dtmp, (size_t)N * C);             /* d x */
 }
 
-int student_backward(struct student_model *m) {
+/* d lnf (B·S, C) into a->dln and dlmw += from dlogits (B·T, Vp) of the text rows;
+ * prefix rows get no gradient from the head (mirror of lm_head_forward) */
+static int lm_head_backward(struct student_model *m, const void *lmw, void *dlmw) {
+    const struct ops *o = m->ops;
+    struct student_acts *a = &m->a;
+    size_t es = dtype_size(o->act_dtype);
+    int C = m->cfg.d_model, Vp = m->cfg.vocab_padded, N = m->B * m->T;
+    if (!m->P) {
+        CHECK(o->matmul(a->dln, a->logits, lmw, N, C, Vp, 0, 0, 1.0f, 0.0f, 0, 0, 0));
+        return o->matmul(dlmw, a->logits, a->lnf, Vp, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0);
+    }
+    CHECK(o->fill(a->dln, 0.0f, (size_t)m->B * m->S * C));
+    for (int b = 0; b < m->B; b++) {
+        const void *dlog = at(a->logits, (size_t)b * m->T * Vp, es);
+        size_t row = (size_t)b * m->S + m->P;
+        CHECK(o->matmul(at(a->dln, row * C, es), dlog, lmw, m->T, C, Vp, 0, 0, 1.0f, 0.0f, 0, 0, 0));
+        CHECK(o->matmul(dlmw, dlog, at(a->lnf, row * C, es), Vp, C, m->T, 1, 0, 1.0f, 1.0f, 0, 0, 0));
+    }
+    return 0;
+}
+
+int student_backward(struct student_model *m) { return student_backward_prefix(m, NULL); }
+
+int student_backward_prefix(struct student_model *m, void *dprefix) {
     if (!m || !m->master) return sushi_error(SUSHI_EINVAL, "student_backward: no model");
     if (!m->have_dlogits) return sushi_error(SUSHI_EINVAL, "student_backward: no forward pass to differentiate");
+    if (dprefix && !m->P) return sushi_error(SUSHI_EINVAL, "student_backward: d(prefix) asked for but model.encoders is off");
     m->have_dlogits = 0; /* backward consumes the forward's activations */
     const struct ops *o = m->ops;
     const struct student_config *c = &m->cfg;
     struct student_acts *a = &m->a;
     size_t es = dtype_size(o->act_dtype);
-    int N = m->B * m->T, C = c->d_model, L = c->n_layers, Vp = c->vocab_padded;
-    const void *lmw = c->tied ? m->w.wte : m->w.lmw;
-    void *dlmw = c->tied ? m->g.wte : m->g.lmw;
+    int NS = m->B * m->S, C = c->d_model, L = c->n_layers;
 
-    /* logits = lnf · lmwᵀ; a->logits holds dlogits (N, Vp) */
-    CHECK(o->matmul(a->dln, a->logits, lmw, N, C, Vp, 0, 0, 1.0f, 0.0f, 0, 0, 0));
-    CHECK(o->matmul(dlmw, a->logits, a->lnf, Vp, C, N, 1, 0, 1.0f, 1.0f, 0, 0, 0));
-    CHECK(o->rmsnorm_backward(a->dresid, m->g.lnfw, a->dln, at(a->resid, (size_t)L * N * C, es),
-                              m->w.lnfw, a->lnf_rstd, N, C));
+    /* logits = lnf · lmwᵀ on the text rows; a->logits holds dlogits (B·T, Vp) */
+    CHECK(lm_head_backward(m, c->tied ? m->w.wte : m->w.lmw, c->tied ? m->g.wte : m->g.lmw));
+    CHECK(o->rmsnorm_backward(a->dresid, m->g.lnfw, a->dln, at(a->resid, (size_t)L * NS * C, es),
+                              m->w.lnfw, a->lnf_rstd, NS, C));
     for (int l = L - 1; l >= 0; l--) {
         int slot = c->grad_checkpoint ? 0 : l;
         if (c->grad_checkpoint) CHECK(student_block_forward(m, l, 0));
         CHECK(block_backward(m, l, slot));
     }
-    return o->embedding_backward(m->g.wte, m->in.ids, a->dresid, N, C);
+    /* prefix rows: their gradient goes to the encoders, not to the placeholder id 0 */
+    for (int b = 0; b < m->B && m->P; b++) {
+        void *rows = at(a->dresid, (size_t)b * m->S * C, es);
+        if (dprefix) CHECK(o->copy(at(dprefix, (size_t)b * m->P * C, es), rows, (size_t)m->P * C * es));
+        CHECK(o->fill(rows, 0.0f, (size_t)m->P * C));
+    }
+    return o->embedding_backward(m->g.wte, m->in.ids, a->dresid, NS, C);
 }

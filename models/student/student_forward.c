@@ -19,7 +19,7 @@ void student_attn_shape(const struct student_model *m, struct attn_shape *s) {
     int QKV = (c->n_heads + 2 * c->n_kv_heads) * c->d_head;
     memset(s, 0, sizeof *s);
     s->B = m->B;
-    s->T = m->T;
+    s->T = m->S;
     s->H = c->n_heads;
     s->G = c->n_kv_heads;
     s->dqk = s->dv = c->d_head;
@@ -34,7 +34,7 @@ void student_attn_shape(const struct student_model *m, struct attn_shape *s) {
 void student_rope_shape(const struct student_model *m, int which, struct rope_shape *r) {
     const struct student_config *c = &m->cfg;
     memset(r, 0, sizeof *r);
-    r->N = m->B * m->T;
+    r->N = m->B * m->S;
     r->nheads = which ? c->n_kv_heads : c->n_heads;
     r->row_stride = (c->n_heads + 2 * c->n_kv_heads) * c->d_head;
     r->head_stride = c->d_head;
@@ -49,7 +49,7 @@ void student_rope_shape(const struct student_model *m, int which, struct rope_sh
 void student_block_acts(const struct student_model *m, int l, int slot, struct block_acts *v) {
     const struct student_config *c = &m->cfg;
     const struct student_acts *a = &m->a;
-    size_t es = dtype_size(m->ops->act_dtype), N = (size_t)m->B * m->T, s = (size_t)slot;
+    size_t es = dtype_size(m->ops->act_dtype), N = (size_t)m->B * m->S, s = (size_t)slot;
     size_t C = (size_t)c->d_model, HD = (size_t)c->n_heads * c->d_head, F = (size_t)c->d_ff;
     size_t QKV = (size_t)(c->n_heads + 2 * c->n_kv_heads) * c->d_head;
     v->x = at(a->resid, (size_t)l * N * C, es);
@@ -70,7 +70,7 @@ int student_block_forward(struct student_model *m, int l, int slot) {
     const struct student_config *c = &m->cfg;
     struct student_acts *a = &m->a;
     size_t es = dtype_size(o->act_dtype);
-    int N = m->B * m->T, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
+    int N = m->B * m->S, C = c->d_model, HD = c->n_heads * c->d_head, F = c->d_ff;
     int QKV = (c->n_heads + 2 * c->n_kv_heads) * c->d_head;
     struct block_acts v;
     student_block_acts(m, l, slot, &v);
@@ -101,13 +101,19 @@ int student_block_forward(struct student_model *m, int l, int slot) {
     return 0;
 }
 
-/* host ids/targets/doc ids → backend memory; RoPE positions restart per document */
+/* host ids/targets/doc ids → backend memory; RoPE positions restart per document. With
+ * a prefix, ids and positions cover the S = P + T sequence rows (id 0 on prefix rows,
+ * which the prefix overwrites) and targets stay the (B, T) text targets. */
 static int upload_inputs(struct student_model *m, const int32_t *ids, const int32_t *targets,
                          const int32_t *doc_ids) {
     const struct student_config *c = &m->cfg;
-    int N = m->B * m->T;
-    int32_t *pos = malloc((size_t)N * sizeof *pos);
-    if (!pos) return sushi_error(SUSHI_ENOMEM, "student_forward: positions");
+    int N = m->B * m->T, P = m->P, NS = m->B * m->S;
+    int32_t *pos = malloc((size_t)NS * sizeof *pos);
+    int32_t *sids = P ? malloc((size_t)NS * sizeof *sids) : NULL;
+    if (!pos || (P && !sids)) {
+        free(pos);
+        return sushi_error(SUSHI_ENOMEM, "student_forward: positions");
+    }
     int rc = 0;
     m->n_valid = 0;
     for (int n = 0; n < N && !rc; n++) {
@@ -122,12 +128,20 @@ static int upload_inputs(struct student_model *m, const int32_t *ids, const int3
         if (!doc_ids) pos[n] = t;
         else pos[n] = (t > 0 && doc_ids[n] == doc_ids[n - 1]) ? pos[n - 1] + 1 : 0;
     }
+    if (P) {  /* sequence row s of sample b: prefix row s < P, then text token s − P */
+        for (int n = 0; n < NS; n++) {
+            int b = n / m->S, s = n % m->S;
+            pos[n] = s;
+            sids[n] = s < P ? 0 : ids[b * m->T + s - P];
+        }
+    }
     m->have_doc_ids = doc_ids != NULL;
-    if (!rc) rc = m->ops->to_device(m->in.ids, ids, (size_t)N * 4);
+    if (!rc) rc = m->ops->to_device(m->in.ids, P ? sids : ids, (size_t)NS * 4);
     if (!rc) rc = m->ops->to_device(m->in.targets, targets, (size_t)N * 4);
-    if (!rc) rc = m->ops->to_device(m->in.pos, pos, (size_t)N * 4);
+    if (!rc) rc = m->ops->to_device(m->in.pos, pos, (size_t)NS * 4);
     if (!rc && doc_ids) rc = m->ops->to_device(m->in.doc_ids, doc_ids, (size_t)N * 4);
     free(pos);
+    free(sids);
     return rc;
 }
 
@@ -157,26 +171,53 @@ static int upload_teacher(struct student_model *m, const struct student_teacher 
     return o->to_device(m->in.tail_logprob, t->tail_logprob, N * 4);
 }
 
+/* logits (B·T, Vp) of the text rows of lnf (B·S, C): one matmul without a prefix, one
+ * per sample with one (the text rows of a sample are contiguous, the samples are not) */
+static int lm_head_forward(struct student_model *m, const void *lmw) {
+    const struct ops *o = m->ops;
+    const struct student_config *c = &m->cfg;
+    size_t es = dtype_size(o->act_dtype);
+    int C = c->d_model, Vp = c->vocab_padded;
+    if (!m->P)
+        return o->matmul(m->a.logits, m->a.lnf, lmw, m->B * m->T, Vp, C, 0, 1, 1.0f, 0.0f, 0, 0, 0);
+    for (int b = 0; b < m->B; b++)
+        CHECK(o->matmul(at(m->a.logits, (size_t)b * m->T * Vp, es),
+                        at(m->a.lnf, ((size_t)b * m->S + m->P) * C, es), lmw, m->T, Vp, C, 0, 1,
+                        1.0f, 0.0f, 0, 0, 0));
+    return 0;
+}
+
 int student_forward(struct student_model *m, const int32_t *ids, const int32_t *targets,
                     const int32_t *doc_ids, const struct student_teacher *teacher,
                     const struct student_loss_cfg *lc, float *loss) {
+    return student_forward_prefix(m, NULL, ids, targets, doc_ids, teacher, lc, loss);
+}
+
+int student_forward_prefix(struct student_model *m, const void *prefix, const int32_t *ids,
+                           const int32_t *targets, const int32_t *doc_ids,
+                           const struct student_teacher *teacher,
+                           const struct student_loss_cfg *lc, float *loss) {
     if (!m || !m->master || !ids || !targets || !lc || !loss)
         return sushi_error(SUSHI_EINVAL, "student_forward: NULL argument");
     const struct ops *o = m->ops;
     const struct student_config *c = &m->cfg;
     struct student_acts *a = &m->a;
     size_t es = dtype_size(o->act_dtype);
-    int N = m->B * m->T, C = c->d_model, L = c->n_layers;
+    int N = m->B * m->T, NS = m->B * m->S, C = c->d_model, L = c->n_layers;
+    if (m->P && !prefix) return sushi_error(SUSHI_EINVAL, "student_forward: the model has a %d-row prefix (model.encoders) but none was given", m->P);
+    if (!m->P && prefix) return sushi_error(SUSHI_EINVAL, "student_forward: a prefix was given but model.encoders is off");
     if (c->doc_mask && !doc_ids) return sushi_error(SUSHI_EINVAL, "student_forward: doc_mask set but no doc_ids");
     CHECK(upload_inputs(m, ids, targets, c->doc_mask ? doc_ids : NULL));
     if (teacher) CHECK(upload_teacher(m, teacher));
 
-    CHECK(o->embedding_forward(a->resid, m->in.ids, m->w.wte, N, C));
+    CHECK(o->embedding_forward(a->resid, m->in.ids, m->w.wte, NS, C));
+    for (int b = 0; b < m->B && m->P; b++)     /* prefix rows replace the placeholder ids' rows */
+        CHECK(o->copy(at(a->resid, (size_t)b * m->S * C, es), at((void *)prefix, (size_t)b * m->P * C, es),
+                      (size_t)m->P * C * es));
     for (int l = 0; l < L; l++) CHECK(student_block_forward(m, l, c->grad_checkpoint ? 0 : l));
-    CHECK(o->rmsnorm_forward(a->lnf, a->lnf_rstd, at(a->resid, (size_t)L * N * C, es), m->w.lnfw,
-                             N, C, c->norm_eps));
-    const void *lmw = c->tied ? m->w.wte : m->w.lmw;
-    CHECK(o->matmul(a->logits, a->lnf, lmw, N, c->vocab_padded, C, 0, 1, 1.0f, 0.0f, 0, 0, 0));
+    CHECK(o->rmsnorm_forward(a->lnf, a->lnf_rstd, at(a->resid, (size_t)L * NS * C, es), m->w.lnfw,
+                             NS, C, c->norm_eps));
+    CHECK(lm_head_forward(m, c->tied ? m->w.wte : m->w.lmw));
 
     struct loss_args la = {
         .N = N, .vocab = c->vocab, .vocab_padded = c->vocab_padded, .smoothing = lc->smoothing,
