@@ -1,6 +1,7 @@
-/* sushi-teacher generate: prompt -> tokens -> one prefill pass -> one cached step per
- * new token (the MLA cache holds only c and k_pe), greedy or temperature / top-p
- * sampling, stopping at a stop token or after --max-tokens; prints the decoded text. */
+/* Generation, shared by `sushi-teacher generate` and the service's generate request:
+ * prompt ids -> one prefill pass -> one cached step per new token (the MLA cache holds
+ * only c and k_pe), greedy or temperature / top-k / top-p sampling, stopping at a stop
+ * token or after max_new tokens. The command encodes a prompt and prints the text. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,13 +19,14 @@
 static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: sushi generate --model DIR --tokenizer FILE --prompt TEXT [--max-tokens N]\n"
-            "                      [--temperature T] [--top-p P] [--seed S] [--stop ID]... [--backend NAME]\n\n"
+            "                      [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop ID]... [--backend NAME]\n\n"
             "Generates a continuation of TEXT with a DeepSeek-V3/V2 checkpoint and prints it.\n\n"
             "  --model DIR        checkpoint folder (config.json + safetensors)\n"
             "  --tokenizer FILE   tokenizer.json\n"
             "  --prompt TEXT      the prompt (encoded with the tokenizer's special tokens)\n"
             "  --max-tokens N     new tokens at most (default 128)\n"
             "  --temperature T    0 = greedy (default 0)\n"
+            "  --top-k K          sample among the K most likely ids (default 0 = all)\n"
             "  --top-p P          nucleus sampling mass (default 1.0)\n"
             "  --seed S           sampling seed (default 1)\n"
             "  --stop ID          stop token id, repeatable (default: the tokenizer's EOS)\n"
@@ -33,6 +35,7 @@ static void generate_usage(FILE *f) {
 
 struct gen_sampler {
     float temperature, top_p;
+    int top_k;
     struct rng rng;
     int *order;     /* [V] scratch */
     double *p;      /* [V] scratch */
@@ -58,9 +61,9 @@ static int32_t gen_sample(struct gen_sampler *s, const float *z, int V) {
     }
     for (int i = 0; i < V; i++) s->p[i] /= sum;
     qsort_r(s->order, (size_t)V, sizeof(int), gen_cmp_desc, s->p);
-    int keep = 0;
+    int keep = 0, most = s->top_k > 0 && s->top_k < V ? s->top_k : V;
     double mass = 0;
-    while (keep < V && (keep == 0 || mass < s->top_p)) mass += s->p[s->order[keep++]];
+    while (keep < most && (keep == 0 || mass < s->top_p)) mass += s->p[s->order[keep++]];
     double u = rng_uniform(&s->rng) * mass, acc = 0;
     for (int j = 0; j < keep; j++) {
         acc += s->p[s->order[j]];
@@ -69,17 +72,54 @@ static int32_t gen_sample(struct gen_sampler *s, const float *z, int V) {
     return s->order[keep - 1];
 }
 
+int teacher_generate_ids(struct ds_model *m, struct ds_cache *cache, const int32_t *prompt, int n,
+                         const struct teacher_gen_opts *o, int32_t *out, int *n_out) {
+    if (!m || !cache || !prompt || n < 1 || !o || !out || !n_out || o->max_new < 1 || o->temperature < 0 ||
+        !(o->top_p > 0 && o->top_p <= 1) || o->top_k < 0 || (o->n_stops > 0 && !o->stops))
+        return sushi_error(SUSHI_EINVAL, "teacher_generate_ids: bad argument");
+    *n_out = 0;
+    /* the last new token is never fed back */
+    if ((int64_t)n + o->max_new - 1 > cache->cap)
+        return sushi_error(SUSHI_EINVAL, "generate: a prompt of %d tokens and %d new ones exceed the maximum %d",
+                           n, o->max_new, cache->cap);
+    int V = m->cfg.vocab, rc = teacher_check_ids("prompt", prompt, (size_t)n, V);
+    if (rc) return rc;
+    struct gen_sampler s = {.temperature = o->temperature, .top_p = o->top_p, .top_k = o->top_k};
+    rng_seed(&s.rng, o->seed);
+    float *logits = malloc((size_t)n * V * sizeof(float));
+    s.order = malloc((size_t)V * sizeof(int));
+    s.p = malloc((size_t)V * sizeof(double));
+    if (!logits || !s.order || !s.p) rc = sushi_error(SUSHI_ENOMEM, "generate: out of memory");
+    ds_cache_reset(cache);
+    if (!rc) rc = ds_forward(m, cache, prompt, n, logits);  /* prefill */
+    const float *last = logits + (size_t)(n - 1) * V;
+    while (!rc && *n_out < o->max_new) {
+        int32_t next = gen_sample(&s, last, V);
+        int stop = 0;
+        for (int i = 0; i < o->n_stops; i++) stop |= next == o->stops[i];
+        if (stop) break;
+        out[(*n_out)++] = next;
+        if (*n_out < o->max_new) rc = ds_forward(m, cache, &next, 1, logits);
+        last = logits;
+    }
+    free(logits);
+    free(s.order);
+    free(s.p);
+    return rc;
+}
+
 int teacher_generate(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *prompt = NULL, *backend = "cpu";
-    int max_tokens = 128, seed = 1, n_stop = 0, stops[GEN_MAX_STOPS];
-    struct gen_sampler s = {.temperature = 0.0f, .top_p = 1.0f};
+    int max_tokens = 128, seed = 1, n_stop = 0, top_k = 0;
+    int32_t stops[GEN_MAX_STOPS];
+    struct teacher_gen_opts g = {.temperature = 0.0f, .top_p = 1.0f};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"tokenizer", required_argument, 0, 'k'},
         {"prompt", required_argument, 0, 'p'},      {"max-tokens", required_argument, 0, 'n'},
         {"temperature", required_argument, 0, 't'}, {"top-p", required_argument, 0, 'P'},
         {"seed", required_argument, 0, 's'},        {"stop", required_argument, 0, 'S'},
-        {"backend", required_argument, 0, 'b'},     {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"backend", required_argument, 0, 'b'},     {"top-k", required_argument, 0, 'K'},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -88,16 +128,20 @@ int teacher_generate(int argc, char **argv) {
         case 'k': tok_path = optarg; break;
         case 'p': prompt = optarg; break;
         case 'n': if (teacher_parse_int("--max-tokens", optarg, 1, 1 << 20, &max_tokens)) return 2; break;
-        case 't': if (teacher_parse_float("--temperature", optarg, &s.temperature) || s.temperature < 0) return 2; break;
-        case 'P': if (teacher_parse_float("--top-p", optarg, &s.top_p) || !(s.top_p > 0 && s.top_p <= 1)) {
+        case 't': if (teacher_parse_float("--temperature", optarg, &g.temperature) || g.temperature < 0) return 2; break;
+        case 'K': if (teacher_parse_int("--top-k", optarg, 0, 1L << 30, &top_k)) return 2; break;
+        case 'P': if (teacher_parse_float("--top-p", optarg, &g.top_p) || !(g.top_p > 0 && g.top_p <= 1)) {
                       log_error("--top-p must be in (0, 1]");
                       return 2;
                   } break;
         case 's': if (teacher_parse_int("--seed", optarg, 0, 1L << 30, &seed)) return 2; break;
-        case 'S':
+        case 'S': {
+            int id;
             if (n_stop == GEN_MAX_STOPS) { log_error("--stop: at most %d", GEN_MAX_STOPS); return 2; }
-            if (teacher_parse_int("--stop", optarg, 0, 1L << 30, &stops[n_stop++])) return 2;
+            if (teacher_parse_int("--stop", optarg, 0, 1L << 30, &id)) return 2;
+            stops[n_stop++] = id;
             break;
+        }
         case 'b': backend = optarg; break;
         case 'h': generate_usage(stdout); return 0;
         default: generate_usage(stderr); return 2;
@@ -107,9 +151,7 @@ int teacher_generate(int argc, char **argv) {
         log_error("generate needs --model DIR, --tokenizer FILE and --prompt TEXT (see --help)");
         return 2;
     }
-    const struct ops *ops = ops_by_name(backend);
-    if (!ops) { log_error("--backend %s: %s", backend, sushi_last_error()); return 2; }
-    rng_seed(&s.rng, (uint64_t)seed);
+    if (!ops_by_name(backend)) { log_error("--backend %s: %s", backend, sushi_last_error()); return 2; }
     struct tokenizer *tok = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -118,30 +160,20 @@ int teacher_generate(int argc, char **argv) {
     if (!rc && n_ids == 0) rc = sushi_error(SUSHI_EINVAL, "--prompt: encodes to no tokens");
     if (!rc && n_stop == 0 && tok_eos_id(tok) >= 0) stops[n_stop++] = tok_eos_id(tok);
     if (rc) { log_error("%s", sushi_last_error()); tok_free(tok); free(ids); return 1; }
+    g.max_new = max_tokens;
+    g.top_k = top_k;
+    g.seed = (uint64_t)seed;
+    g.stops = stops;
+    g.n_stops = n_stop;
     struct ds_model m;
     struct ds_cache cache = {0};
-    int total = (int)n_ids + max_tokens;
-    rc = ds_load(&m, model, ops, total);
+    rc = teacher_load(&m, model, backend, 0, (int)n_ids + max_tokens);
     if (rc) { log_error("%s", sushi_last_error()); tok_free(tok); free(ids); return 1; }
-    int V = m.cfg.vocab;
-    float *logits = malloc((size_t)n_ids * V * sizeof(float));
     int32_t *out = malloc((size_t)max_tokens * sizeof(int32_t));
-    s.order = malloc((size_t)V * sizeof(int));
-    s.p = malloc((size_t)V * sizeof(double));
-    if (!logits || !out || !s.order || !s.p) rc = sushi_error(SUSHI_ENOMEM, "generate: out of memory");
-    if (!rc) rc = ds_cache_init(&cache, &m);
-    if (!rc) rc = ds_forward(&m, &cache, ids, (int)n_ids, logits);  /* prefill */
     int n_out = 0;
-    const float *last = logits + (n_ids - 1) * (size_t)V;
-    while (!rc && n_out < max_tokens) {
-        int32_t next = gen_sample(&s, last, V);
-        int stop = 0;
-        for (int i = 0; i < n_stop; i++) stop |= next == stops[i];
-        if (stop) break;
-        out[n_out++] = next;
-        if (n_out < max_tokens) rc = ds_forward(&m, &cache, &next, 1, logits);
-        last = logits;
-    }
+    if (!out) rc = sushi_error(SUSHI_ENOMEM, "generate: out of memory");
+    if (!rc) rc = ds_cache_init(&cache, &m);
+    if (!rc) rc = teacher_generate_ids(&m, &cache, ids, (int)n_ids, &g, out, &n_out);
     char *text = NULL;
     size_t len = 0;
     if (!rc) rc = tok_decode(tok, out, (size_t)n_out, 1, &text, &len);
@@ -151,10 +183,7 @@ int teacher_generate(int argc, char **argv) {
     }
     if (rc) log_error("%s", sushi_last_error());
     free(text);
-    free(logits);
     free(out);
-    free(s.order);
-    free(s.p);
     free(ids);
     ds_cache_free(&cache, &m);
     ds_free(&m);

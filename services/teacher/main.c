@@ -1,7 +1,10 @@
-// libs: deepseek student kernels cuda core tok
-/* sushi-teacher: the DeepSeek teacher as a standalone tool (SPEC §1).
+// libs: wire config tok deepseek student kernels cuda core
+/* sushi-teacher: the DeepSeek teacher (SPEC §1) as a tool, a pipeline stage and a service.
  *   score     token ids -> per-position top-K log-probabilities (+ raw logits)
  *   generate  prompt -> text, with the MLA latent cache
+ *   pipeline  a replica of the distill pipeline: batches from the loader -> scored
+ *             batches to the trainer (pipeline.c)
+ *   serve     a ROUTER service answering info / score / generate requests (serve.c)
  * `sushi score` and `sushi generate` are aliases. */
 #include <errno.h>
 #include <stdio.h>
@@ -16,7 +19,9 @@ static void usage(FILE *f) {
             "usage: sushi-teacher COMMAND [OPTIONS]\n\n"
             "Runs a DeepSeek-V3/V2 checkpoint in the HF layout (bf16, f16, f32 or FP8 e4m3).\n\n"
             "  score      score token ids: top-K log-probabilities per position (sushi score)\n"
-            "  generate   generate text from a prompt (sushi generate)\n\n"
+            "  generate   generate text from a prompt (sushi generate)\n"
+            "  pipeline   run as a teacher replica of a distill run (--config RUN.yaml)\n"
+            "  serve      answer info / score / generate requests over ZeroMQ\n\n"
             "COMMAND --help describes each.\n");
 }
 
@@ -52,7 +57,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "score")) return teacher_score(argc - 1, argv + 1);
     if (!strcmp(argv[1], "generate")) return teacher_generate(argc - 1, argv + 1);
-    log_error("unknown command \"%s\" (score, generate)", argv[1]);
+    if (!strcmp(argv[1], "pipeline")) return teacher_pipeline(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "serve")) return teacher_serve(argc - 1, argv + 1);
+    log_error("unknown command \"%s\" (score, generate, pipeline, serve)", argv[1]);
     usage(stderr);
     return 2;
 }

@@ -113,28 +113,27 @@ int teacher_score(int argc, char **argv) {
         log_error("score needs --model DIR and --ids-file F (see --help)");
         return 2;
     }
-    const struct ops *ops = ops_by_name(backend);
-    if (!ops) {
+    if (!ops_by_name(backend)) {
         log_error("--backend %s: %s", backend, sushi_last_error());
         return 2;
     }
     int longest = 0, rc = score_longest(ids_path, &longest);
     if (rc) goto fail_early;
     struct ds_model m;
-    if ((rc = ds_load(&m, model, ops, longest > 0 ? longest : 1)) != 0) goto fail_early;
+    if ((rc = teacher_load(&m, model, backend, 0, longest > 0 ? longest : 1)) != 0) goto fail_early;
     int V = m.cfg.vocab;
     if (K > V) {
         log_error("--topk %d is larger than the vocabulary (%d)", K, V);
         ds_free(&m);
         return 2;
     }
-    struct ds_cache cache;
+    struct teacher_scorer sc;
     FILE *in = NULL, *lo = NULL;
-    float *logits = malloc((size_t)(longest > 0 ? longest : 1) * V * sizeof(float));
-    float *lp = malloc((size_t)K * sizeof(float));
-    int32_t *top = malloc((size_t)K * sizeof(int32_t)), *ids = NULL;
-    if ((rc = ds_cache_init(&cache, &m)) != 0) goto done;
-    if (!logits || !lp || !top) { rc = sushi_error(SUSHI_ENOMEM, "score: out of memory"); goto done; }
+    float *lp = malloc((size_t)(longest > 0 ? longest : 1) * K * sizeof(float));
+    float *tail = malloc((size_t)(longest > 0 ? longest : 1) * sizeof(float));
+    int32_t *top = malloc((size_t)(longest > 0 ? longest : 1) * K * sizeof(int32_t)), *ids = NULL;
+    if ((rc = teacher_scorer_init(&sc, &m)) != 0) goto done;
+    if (!lp || !tail || !top) { rc = sushi_error(SUSHI_ENOMEM, "score: out of memory"); goto done; }
     if (!(in = fopen(ids_path, "r"))) { rc = sushi_error(SUSHI_EIO, "%s: %s", ids_path, strerror(errno)); goto done; }
     if (logits_path && !(lo = fopen(logits_path, "wb"))) {
         rc = sushi_error(SUSHI_EIO, "%s: %s", logits_path, strerror(errno));
@@ -146,15 +145,10 @@ int teacher_score(int argc, char **argv) {
     while (!rc && getline(&line, &lcap, in) >= 0) {
         int seq = lineno++;
         if ((rc = score_parse_line(ids_path, lineno, line, &ids, &n, &cap)) != 0 || n == 0) continue;
-        ds_cache_reset(&cache);
-        if ((rc = ds_forward(&m, &cache, ids, n, logits)) != 0) break;
-        if (lo && fwrite(logits, sizeof(float), (size_t)n * V, lo) != (size_t)n * V)
+        if ((rc = teacher_score_seq(&sc, ids, n, K, T, top, lp, tail)) != 0) break;
+        if (lo && fwrite(sc.logits, sizeof(float), (size_t)n * V, lo) != (size_t)n * V)
             rc = sushi_error(SUSHI_EIO, "%s: write failed", logits_path);
-        for (int t = 0; !rc && t < n; t++) {
-            float tail;
-            rc = ds_topk(logits + (size_t)t * V, V, K, T, top, lp, &tail);
-            if (!rc) score_print(seq, t, top, lp, K, tail);
-        }
+        for (int t = 0; !rc && t < n; t++) score_print(seq, t, top + (size_t)t * K, lp + (size_t)t * K, K, tail[t]);
     }
     free(line);
     if (lo && fclose(lo) && !rc) rc = sushi_error(SUSHI_EIO, "%s: close failed", logits_path);
@@ -162,11 +156,11 @@ int teacher_score(int argc, char **argv) {
 done:
     if (in) fclose(in);
     if (lo) fclose(lo);
-    free(logits);
     free(lp);
+    free(tail);
     free(top);
     free(ids);
-    ds_cache_free(&cache, &m);
+    teacher_scorer_free(&sc);
     ds_free(&m);
     if (fflush(stdout) && !rc) rc = sushi_error(SUSHI_EIO, "stdout: write failed");
 fail_early:
