@@ -335,7 +335,9 @@ static int apply_ready(struct pipe *p) {
 }
 
 int pipeline_loop(struct pipe *p) {
-    int rc = send_hello(p);
+    int rc = 0;
+    if (p->saved_step < 0 && p->tc->save_initial) rc = checkpoint(p);   /* a baseline for eval */
+    if (!rc) rc = send_hello(p);
     p->log_t = now_s();
     while (!rc && !stage_stopping() && p->opt.step < p->tc->steps) {
         rc = apply_ready(p);

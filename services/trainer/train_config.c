@@ -88,6 +88,7 @@ static int load_pipeline(json_t *root, const char *path, struct train_config *t)
     if (!rc) rc = config_get_string(root, path, "train.kd.mode", 0, &mode);
     if (!rc) rc = config_get_bool(root, path, "train.resume", 0, &t->resume);
     if (!rc) rc = config_get_bool(root, path, "train.deterministic", 0, &t->deterministic);
+    if (!rc) rc = config_get_bool(root, path, "train.save_initial", 0, &t->save_initial);
     if (!rc) rc = copy_string(root, path, "run.dir", 0, "runs/distill", t->run_dir, sizeof t->run_dir);
     if (!rc) rc = copy_string(root, path, "endpoints.loader", 1, NULL, t->ep_loader, sizeof t->ep_loader);
     if (!rc) rc = copy_string(root, path, "endpoints.trainer", 0, "", t->ep_trainer, sizeof t->ep_trainer);

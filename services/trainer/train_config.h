@@ -49,6 +49,7 @@ struct train_config {
     int heartbeat_ms, dead_after_ms;
     struct train_kd kd;
     int resume;              /* load checkpoint_dir at start when it holds a checkpoint */
+    int save_initial;        /* a fresh run checkpoints its initial weights (step 0) first */
     int deterministic;
 };
 
