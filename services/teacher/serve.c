@@ -4,7 +4,7 @@
  *                  → reply (kind `reply`, the request's id) or error (meta.message)
  *
  * info      meta {model_type, vocab_size, hidden_size, layers, experts, params, max_seq,
- *           backend, tokenizer}
+ *           backend, tokenizer (loaded or not), requests, errors, bad_messages (so far)}
  * score     tokens [B,T] I32 (+ lengths [B] I32), meta topk (64, at most V), temperature
  *           (1.0) -> topk_ids [B,T,K] I32, topk_logprobs [B,T,K] F32, tail_logprob [B,T] F32
  *           (each row scored from position 0; positions past a length: ids -1, 0, 0)
@@ -164,11 +164,12 @@ static void *serve_buf(struct serve_reply *r, size_t bytes) {
 
 static int serve_info(struct serve *s, struct serve_reply *r) {
     const struct ds_config *c = &s->m.cfg;
-    r->msg.meta = json_pack("{s:s, s:i, s:i, s:i, s:i, s:I, s:i, s:s, s:b}", "model_type",
+    r->msg.meta = json_pack("{s:s, s:i, s:i, s:i, s:i, s:I, s:i, s:s, s:b, s:I, s:I, s:I}", "model_type",
                             c->family == DS_V3 ? "deepseek_v3" : "deepseek_v2", "vocab_size", c->vocab,
                             "hidden_size", c->C, "layers", c->L, "experts", c->n_routed, "params",
                             (json_int_t)s->m.n_params, "max_seq", s->m.max_seq, "backend", s->m.ops->name,
-                            "tokenizer", s->tok != NULL);
+                            "tokenizer", s->tok != NULL, "requests", (json_int_t)s->requests, "errors",
+                            (json_int_t)s->errors, "bad_messages", (json_int_t)transport_bad_count(s->sock));
     return r->msg.meta ? SUSHI_OK : sushi_error(SUSHI_ENOMEM, "info: out of memory");
 }
 
