@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Writes the media test fixtures into DIR (default $BUILD/media-fixtures): PIL-made
 # PNG/JPEG images, ffmpeg `sine`/`testsrc` audio and video, espeak-ng speech, and
-# procedurally written OBJ/PLY/STL/glTF meshes. Nothing is downloaded. The folder is
+# procedurally written OBJ/PLY/STL/glTF meshes, and in DIR/ref the reference tensors of
+# tests/oracle/media_ref.py. Nothing is downloaded. The folder is
 # built under a temporary name and renamed, so concurrent callers see it whole or not
-# at all; an existing complete folder is kept.
+# at all; an existing complete folder of this version is kept.
 #   scripts/gen-media-fixtures.sh [DIR]
 # Needs python3 with PIL and numpy, ffmpeg, espeak-ng (exit 77 when one is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-${BUILD:-build}/media-fixtures}
-[ -f "$DIR/.complete" ] && exit 0
+# the stamp: a folder made by another version of this script or the oracle is redone
+STAMP=$(cat scripts/gen-media-fixtures.sh tests/oracle/media_ref.py | md5sum | cut -c1-32)
+[ "$(cat "$DIR/.complete" 2>/dev/null)" = "$STAMP" ] && exit 0
 PY=${SUSHI_PYTHON:-/usr/bin/python3}
 for tool in ffmpeg espeak-ng; do
   command -v "$tool" >/dev/null || { echo "gen-media-fixtures: $tool missing" >&2; exit 77; }
@@ -115,9 +118,17 @@ with open(f"{d}/two.gltf", "w") as f:
     json.dump(gltf, f)
 PYEOF
 
-touch "$TMP/.complete"
+# ---- references (PIL, soundfile, PyAV, numpy log-mel) for the unit tests ----
+if "$PY" -c 'import soundfile, av' 2>/dev/null; then
+  "$PY" tests/oracle/media_ref.py "$TMP" "$TMP/ref" >/dev/null
+else
+  echo "gen-media-fixtures: python3 soundfile/av missing: no references" >&2
+fi
+
+echo "$STAMP" > "$TMP/.complete"
+[ -d "$DIR" ] && [ "$(cat "$DIR/.complete" 2>/dev/null)" != "$STAMP" ] && rm -rf "$DIR"
 if ! mv -T "$TMP" "$DIR" 2>/dev/null; then
-  [ -f "$DIR/.complete" ] || { echo "gen-media-fixtures: cannot create $DIR" >&2; exit 1; }
+  [ "$(cat "$DIR/.complete" 2>/dev/null)" = "$STAMP" ] || { echo "gen-media-fixtures: cannot create $DIR" >&2; exit 1; }
 fi
 trap - EXIT
 echo "gen-media-fixtures: wrote $DIR"
