@@ -40,7 +40,8 @@ struct eval_config {
 };
 
 /* Reads the run config's sections (root stays the owner of the borrowed strings).
- * eval.data is required; its tokenizer, seq_len and batch_size default to data's. */
+ * eval.data is required; its tokenizer, seq_len and batch_size default to data's, its
+ * needle_share to 0. */
 int eval_config_load(const json_t *root, const char *file, struct eval_config *c);
 void eval_config_free(struct eval_config *c);
 
@@ -108,7 +109,8 @@ typedef int (*eval_greedy_fn)(void *ctx, const int32_t *prompt, int n, int steps
 int eval_needle_prompt(const struct data_tokenizer *tok, unsigned key, double depth, int len,
                        int32_t **prompt, int *n_prompt, int32_t **answer, int *n_answer);
 /* Runs the grid. cells: a new object {"LEN@DEPTH": accuracy or null (longer than
- * max_len)}; *mean: the mean over the cells that ran (NAN when none). */
+ * max_len, or too short for a prompt)}; *mean: the mean over the cells that ran (NAN
+ * when none). */
 int eval_needle_grid(const struct eval_needle_config *c, const struct data_tokenizer *tok,
                      int max_len, eval_greedy_fn fn, void *ctx, json_t **cells, double *mean);
 

@@ -8,7 +8,8 @@
 #include "common/core/log.h"
 #include "services/eval/eval.h"
 
-/* eval.data with tokenizer, seq_len and batch_size taken from data: when absent */
+/* eval.data with tokenizer, seq_len and batch_size taken from data: when absent, and
+ * needle_share 0 unless given */
 static int eval_data_config(const json_t *root, const char *file, struct data_config *out) {
     const json_t *ed = ju_get_path(root, "eval.data");
     if (!ed || json_is_null(ed))
@@ -24,6 +25,8 @@ static int eval_data_config(const json_t *root, const char *file, struct data_co
         json_t *own = json_object_get(merged, inherit[i]);
         if (v && (!own || json_is_null(own))) json_object_set(merged, inherit[i], v);
     }
+    /* the passkey grid measures retrieval separately: held-out rows are text unless asked */
+    if (!json_object_get(merged, "needle_share")) json_object_set_new(merged, "needle_share", json_real(0.0));
     char where[4096];
     snprintf(where, sizeof where, "%s (eval.data)", file);
     int rc = data_config_from_json(out, merged, where);

@@ -97,6 +97,11 @@ static int needle_cell(const struct eval_needle_config *c, const struct data_tok
         int32_t *prompt = NULL, *answer = NULL, *got = NULL;
         int np = 0, na = 0;
         rc = eval_needle_prompt(tok, key, depth, len, &prompt, &np, &answer, &na);
+        if (rc == SUSHI_EINVAL && !prompt) {   /* the length cannot hold a prompt: no score */
+            log_warn("%s", sushi_last_error());
+            *acc = NAN;
+            return 0;
+        }
         if (!rc && !(got = malloc((size_t)na * sizeof *got))) rc = sushi_error(SUSHI_ENOMEM, "eval.needle: answer");
         if (!rc) rc = fn(ctx, prompt, np, na, got);
         if (!rc) hits += memcmp(got, answer, (size_t)na * sizeof *got) == 0;
@@ -104,7 +109,7 @@ static int needle_cell(const struct eval_needle_config *c, const struct data_tok
         free(answer);
         free(got);
     }
-    *acc = c->trials ? (double)hits / c->trials : NAN;
+    *acc = c->trials && !rc ? (double)hits / c->trials : NAN;
     return rc;
 }
 
