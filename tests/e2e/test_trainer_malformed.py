@@ -50,6 +50,7 @@ def main():
         on_loader = [("batch in KD mode", batch_msg(0)), ("scored on the loader socket", scored_msg(0))]
         try:
             loader.wait_hello()
+            time.sleep(0.3)   # the events SUB reconnects (100 ms interval) to the new PUB
             for _, frames in undecodable:
                 loader.send(frames)
                 teacher.send_multipart(frames)

@@ -213,6 +213,7 @@ def test_direct(ctx):
             loader.wait_hello()
             h = loader.hellos[0]
             assert (h["role"], h["next"], h["window"], h["direct"], h["credit"]) == ("trainer", 0, 4, 1, 4), h
+            time.sleep(0.3)   # the events SUB reconnects (100 ms interval) to the new PUB
             for id in [9, 2, 0, 1, 1, 3]:
                 loader.send_batch(id)
             t0 = time.time()
