@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -300,7 +301,9 @@ int main(int argc, char **argv) {
     sup_report_init(&r, stdout);
     int nruns = 0;
     double t0 = sup_now();
+    time_t wall0 = time(NULL);
     int status = sup_run(&p, runs, &nruns, &r);
+    sup_report_load_results(&r, p.results, (double)wall0);
     if (nruns) sup_summary(&p, runs, nruns, &r, sup_now() - t0);
     sup_report_free(&r);
     free(runs);

@@ -6,6 +6,7 @@
  *     vars: { run: runs/distill, teacher: "${run}/teacher", common: [ "run.dir=${run}" ] }
  *     run_dir: "${run}"            # default: ${run} when that var exists, else runs/NAME
  *     publish: [ "ipc://${run}/monitor.sock" ]   # more SUSHI_PUBLISH endpoints
+ *     results: "${run}/eval.jsonl"  # eval results file: its last line is the summary's last eval
  *     start_timeout_s: 60  stop_grace_s: 5  max_restarts: 5
  *     backoff: { initial_s: 0.5, max_s: 10 }
  *     phases:
@@ -148,10 +149,13 @@ static int sup_scalar_arg(const struct sup_ctx *c, const json_t *v, const char *
     return SUSHI_OK;
 }
 
-/* One `args` element: a scalar, or "${list}" expanding to several arguments. */
-static int sup_add_arg(const struct sup_ctx *c, const json_t *v, const char *where, struct sup_stage *s) {
+/* One `args` element: a scalar, or "${list}" expanding to several arguments (a list's
+ * elements may be "${list}" in turn). */
+static int sup_add_arg(const struct sup_ctx *c, const json_t *v, const char *where, int depth, struct sup_stage *s) {
     const char *str = json_string_value(v);
     size_t len = str ? strlen(str) : 0;
+    if (depth > SUP_MAX_DEPTH)
+        return sushi_error(SUSHI_EINVAL, "%s: %s: list vars nest deeper than %d", c->file, where, SUP_MAX_DEPTH);
     if (str && len > 3 && str[0] == '$' && str[1] == '{' && str[len - 1] == '}' && !strchr(str + 2, '$')) {
         char name[SUP_NAME_MAX];
         snprintf(name, sizeof name, "%.*s", (int)(len - 3), str + 2);
@@ -160,10 +164,9 @@ static int sup_add_arg(const struct sup_ctx *c, const json_t *v, const char *whe
             size_t i;
             const json_t *e;
             json_array_foreach(lv, i, e) {
-                char w2[640], *arg = NULL;
+                char w2[640];
                 snprintf(w2, sizeof w2, "%s (pipeline.vars.%s[%zu])", where, name, i);
-                int rc = sup_scalar_arg(c, e, w2, &arg);
-                if (!rc) rc = sup_push(&s->argv, &s->argc, arg);
+                int rc = sup_add_arg(c, e, w2, depth + 1, s);
                 if (rc) return rc;
             }
             return SUSHI_OK;
@@ -244,7 +247,7 @@ static int sup_stage_load(const struct sup_ctx *c, const json_t *j, const char *
         json_array_foreach(args, i, a) {
             char aw[512];
             snprintf(aw, sizeof aw, "%s.args[%zu]", path, i);
-            if ((rc = sup_add_arg(c, a, aw, s))) return rc;
+            if ((rc = sup_add_arg(c, a, aw, 0, s))) return rc;
         }
     }
     const json_t *env = json_object_get(j, "env");
@@ -337,8 +340,8 @@ static int sup_double_field(const struct sup_ctx *c, const json_t *obj, const ch
 
 static int sup_pipeline_from_json(const struct sup_ctx *c, const json_t *pj, const char *bindir,
                                   struct sup_pipeline *p) {
-    static const char *const keys[] = {"name", "description", "vars", "run_dir", "publish", "start_timeout_s",
-                                       "stop_grace_s", "max_restarts", "backoff", "phases", NULL};
+    static const char *const keys[] = {"name", "description", "vars", "run_dir", "publish", "results",
+                                       "start_timeout_s", "stop_grace_s", "max_restarts", "backoff", "phases", NULL};
     struct ju_where w = {c->file, "pipeline"};
     const char *name = NULL;
     int rc, max_restarts = 5;
@@ -349,6 +352,7 @@ static int sup_pipeline_from_json(const struct sup_ctx *c, const json_t *pj, con
         (rc = sup_double_field(c, pj, "pipeline", "stop_grace_s", 0, 3600, &p->stop_grace_s)))
         return rc;
     snprintf(p->name, sizeof p->name, "%s", name);
+    if ((rc = sup_string_field(c, pj, "pipeline", "results", 0, &p->results))) return rc;
     json_t *backoff = NULL;
     if ((rc = ju_object(pj, w, "backoff", 0, &backoff))) return rc;
     if (backoff) {
@@ -467,6 +471,7 @@ void sup_pipeline_free(struct sup_pipeline *p) {
     }
     free(p->run_dir);
     free(p->publish);
+    free(p->results);
     memset(p, 0, sizeof *p);
 }
 

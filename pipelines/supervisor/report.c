@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/core/fsutil.h"
@@ -125,6 +126,24 @@ void sup_report_message(struct sup_report *r, const struct wire_msg *m, struct s
     default:
         break;
     }
+}
+
+void sup_report_load_results(struct sup_report *r, const char *path, double since) {
+    struct stat st;
+    char *text = NULL;
+    size_t n = 0;
+    if (!path || stat(path, &st) != 0 || st.st_mtime + 1 < since || fs_read_all(path, &text, &n)) return;
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ')) text[--n] = 0;
+    char *line = strrchr(text, '\n');
+    json_t *j = json_loads(line ? line + 1 : text, 0, NULL);
+    free(text);
+    json_t *meta = json_is_object(json_object_get(j, "meta")) ? json_object_get(j, "meta") : j;
+    if (json_is_object(meta) && json_object_get(meta, "ppl")) {
+        json_decref(r->last_eval);
+        r->last_eval = json_incref(meta);
+        snprintf(r->last_eval_stage, sizeof r->last_eval_stage, "%s", path);
+    } else log_warn("%s: last line is not an eval result (no ppl): not used in the summary", path);
+    json_decref(j);
 }
 
 int sup_report_write_state(const struct sup_pipeline *p, const char *phase, const struct sup_inst *insts,

@@ -52,6 +52,8 @@ struct sup_pipeline {
     char name[SUP_NAME_MAX];
     char *run_dir;          /* supervisor.sock, supervisor.json and logs/ live here */
     char *publish;          /* SUSHI_PUBLISH for the children: the supervisor's SUB first */
+    char *results;          /* NULL, or a JSONL file of eval results (its last line, when
+                               written during this run, is the summary's last eval) */
     char sub_endpoint[PATH_MAX + 16];
     double start_timeout_s; /* a stage's first hello/heartbeat must come within this */
     double stop_grace_s;    /* SIGTERM -> SIGKILL */
@@ -118,6 +120,9 @@ void sup_report_free(struct sup_report *r);
 /* Handles one received message: readiness of instances, progress, evals, checkpoints. */
 struct wire_msg;
 void sup_report_message(struct sup_report *r, const struct wire_msg *m, struct sup_inst *insts, int ninsts);
+/* Takes the last line of the JSONL file `path` as the last eval when the file was
+ * written at or after `since` (wall-clock seconds); a line {"meta": {...}} or {...}. */
+void sup_report_load_results(struct sup_report *r, const char *path, double since);
 /* RUN/supervisor.json: pipeline, phase, each instance's pid, restarts, state. */
 int sup_report_write_state(const struct sup_pipeline *p, const char *phase, const struct sup_inst *insts,
                            int ninsts);
