@@ -183,6 +183,9 @@ struct student_teacher;
 struct student_loss_cfg;
 int ds_train_forward(struct ds_train *t, const int32_t *ids, const int32_t *targets, const int32_t *doc_ids,
                      const struct student_teacher *teacher, const struct student_loss_cfg *lc, float *loss);
+/* The logits (B·T, V) of ids (doc_ids as above) into host f32 memory: the training
+ * forward without the loss (checks, evaluation); a following backward is refused. */
+int ds_train_logits(struct ds_train *t, const int32_t *ids, const int32_t *doc_ids, float *logits);
 /* Accumulates (+=) parameter gradients of the last forward's loss into gbuf. */
 int ds_train_backward(struct ds_train *t);
 int ds_train_zero_grad(struct ds_train *t);

@@ -307,10 +307,10 @@ static int train_inputs(struct ds_train *t, const int32_t *ids, const int32_t *t
         if (ids[i] < 0 || ids[i] >= V)
             return sushi_error(SUSHI_EINVAL, "ds_train_forward: token id %d at row %d, position %d is outside [0, %d)",
                                ids[i], i / t->T, i % t->T, V);
-        if (targets[i] >= V)
+        if (targets && targets[i] >= V)
             return sushi_error(SUSHI_EINVAL, "ds_train_forward: target %d at row %d, position %d is outside [0, %d)",
                                targets[i], i / t->T, i % t->T, V);
-        st->n_valid += targets[i] >= 0;
+        st->n_valid += targets && targets[i] >= 0;
         if (i % t->T == 0 || (doc_ids && doc_ids[i] != doc_ids[i - 1])) {
             st->seg_start[st->n_seg] = i;
             st->seg_len[st->n_seg++] = 0;
@@ -318,7 +318,7 @@ static int train_inputs(struct ds_train *t, const int32_t *ids, const int32_t *t
         st->seg_len[st->n_seg - 1]++;
     }
     int rc = o->to_device(st->ids, ids, (size_t)N * 4);
-    if (!rc) rc = o->to_device(st->targets, targets, (size_t)N * 4);
+    if (!rc && targets) rc = o->to_device(st->targets, targets, (size_t)N * 4);
     if (rc || !tk) return rc;
     size_t K = tk->k > 0 ? (size_t)tk->k : 0;
     if (!K || !tk->topk_ids || !tk->topk_logprobs || !tk->tail_logprob)
@@ -347,20 +347,14 @@ static int train_inputs(struct ds_train *t, const int32_t *ids, const int32_t *t
     return rc;
 }
 
-int ds_train_forward(struct ds_train *t, const int32_t *ids, const int32_t *targets, const int32_t *doc_ids,
-                     const struct student_teacher *teacher, const struct student_loss_cfg *lc, float *loss) {
-    if (!t || !t->st || !ids || !targets || !lc || !loss)
-        return sushi_error(SUSHI_EINVAL, "ds_train_forward: NULL argument");
-    if (teacher && !(lc->temperature > 0))
-        return sushi_error(SUSHI_EINVAL, "ds_train_forward: KD temperature must be > 0 (got %g)", (double)lc->temperature);
+/* embedding, layers, final norm and LM head into st->logits, after train_inputs */
+static int train_body(struct ds_train *t) {
     struct ds_train_state *st = t->st;
     struct ds_model *m = &t->m;
     const struct ds_config *c = &m->cfg;
     const struct ops *o = m->ops;
     size_t es = dtype_size(o->act_dtype), N = (size_t)st->N, C = (size_t)c->C, NC = N * C;
-    st->have_dlogits = 0;
-    int rc = train_inputs(t, ids, targets, doc_ids, teacher);
-    if (!rc) rc = o->embedding_forward(st->resid, st->ids, m->embed, (int)N, c->C);
+    int rc = o->embedding_forward(st->resid, st->ids, m->embed, (int)N, c->C);
     for (int l = 0; !rc && l < c->L; l++) {
         const struct ds_layer *y = &m->layers[l];
         void *x = AT(st->resid, 2 * l * NC), *mid = AT(st->resid, (2 * l + 1) * NC), *out = AT(st->resid, (2 * l + 2) * NC);
@@ -379,6 +373,22 @@ int ds_train_forward(struct ds_train *t, const int32_t *ids, const int32_t *targ
     if (!rc) rc = o->rmsnorm_forward(st->lnf, st->lnf_rstd, AT(st->resid, 2 * (size_t)c->L * NC), m->final_norm,
                                      (int)N, c->C, c->eps);
     if (!rc) rc = o->matmul(st->logits, st->lnf, m->head, (int)N, c->vocab, c->C, 0, 1, 1.0f, 0.0f, 0, 0, 0);
+    return rc;
+}
+
+int ds_train_forward(struct ds_train *t, const int32_t *ids, const int32_t *targets, const int32_t *doc_ids,
+                     const struct student_teacher *teacher, const struct student_loss_cfg *lc, float *loss) {
+    if (!t || !t->st || !ids || !targets || !lc || !loss)
+        return sushi_error(SUSHI_EINVAL, "ds_train_forward: NULL argument");
+    if (teacher && !(lc->temperature > 0))
+        return sushi_error(SUSHI_EINVAL, "ds_train_forward: KD temperature must be > 0 (got %g)", (double)lc->temperature);
+    struct ds_train_state *st = t->st;
+    const struct ds_config *c = &t->m.cfg;
+    const struct ops *o = t->m.ops;
+    size_t N = (size_t)st->N;
+    st->have_dlogits = 0;
+    int rc = train_inputs(t, ids, targets, doc_ids, teacher);
+    if (!rc) rc = train_body(t);
     struct loss_args la = {
         .N = (int)N, .vocab = c->vocab, .vocab_padded = c->vocab, .smoothing = lc->smoothing,
         .alpha = teacher ? lc->alpha : 0.0f, .mode = lc->mode, .temperature = lc->temperature,
@@ -394,6 +404,24 @@ int ds_train_forward(struct ds_train *t, const int32_t *ids, const int32_t *targ
     *loss = st->n_valid ? (float)(sum / st->n_valid) : 0.0f;
     st->have_dlogits = 1;
     return 0;
+}
+
+int ds_train_logits(struct ds_train *t, const int32_t *ids, const int32_t *doc_ids, float *logits) {
+    if (!t || !t->st || !ids || !logits) return sushi_error(SUSHI_EINVAL, "ds_train_logits: NULL argument");
+    struct ds_train_state *st = t->st;
+    const struct ops *o = t->m.ops;
+    size_t n = (size_t)st->N * (size_t)t->m.cfg.vocab;
+    st->have_dlogits = 0;   /* the activations no longer match a loss */
+    int rc = train_inputs(t, ids, NULL, doc_ids, NULL);
+    if (!rc) rc = train_body(t);
+    if (rc) return rc;
+    if (o->act_dtype == DT_F32) return o->to_host(logits, st->logits, n * sizeof(float));
+    float *f = o->alloc(n * sizeof(float));
+    if (!f) return sushi_error(SUSHI_ENOMEM, "ds_train_logits: out of backend memory");
+    rc = o->act_to_f32(f, st->logits, n);
+    if (!rc) rc = o->to_host(logits, f, n * sizeof(float));
+    o->free(f);
+    return rc;
 }
 
 int ds_train_backward(struct ds_train *t) {
