@@ -1,6 +1,10 @@
 /* The failure counter that media decoders update (struct media_errors) and the
- * modality names. */
-#include "common/media/media.h"
+ * modality names, and FFmpeg error texts. */
+#include <stdio.h>
+
+#include <libavutil/error.h>
+
+#include "common/media/media_internal.h"
 
 const char *media_kind_name(enum media_kind kind)
 {
@@ -24,4 +28,10 @@ long media_errors_total(const struct media_errors *errs)
     long n = 0;
     for (int k = 0; k < MEDIA_NKINDS; k++) n += atomic_load(&errs->by_kind[k]);
     return n;
+}
+
+const char *media_av_err(int err, char *buf, size_t cap)
+{
+    if (av_strerror(err, buf, cap) < 0) snprintf(buf, cap, "error %d", err);
+    return buf;
 }
