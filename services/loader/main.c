@@ -72,7 +72,7 @@ int loader_opts_from_config(struct loader_opts *o, const json_t *root, const cha
     if (!rc) rc = opt_int(root, file, "loader.resend_after_ms", 1, 86400000, &o->resend_after_ms);
     if (!rc) rc = opt_int(root, file, "loader.threads", 1, 256, &o->threads);
     if (!rc && threads > 0) o->threads = threads;
-    if (!rc) rc = opt_int(root, file, "loader.ready", 1, LOADER_MAX_SLOTS, &o->slots);
+    if (!rc) rc = opt_int(root, file, "loader.ready", 0, LOADER_MAX_SLOTS, &o->slots);
     if (!rc) rc = opt_int(root, file, "loader.metrics_ms", 10, 3600000, &o->metrics_ms);
     if (!rc) rc = opt_int(root, file, "loader.log_ms", 10, 3600000, &o->log_ms);
     if (!rc && o->slots == 0) o->slots = o->threads * 2 < 2 ? 2 : o->threads * 2 > LOADER_MAX_SLOTS ? LOADER_MAX_SLOTS : o->threads * 2;
