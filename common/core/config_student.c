@@ -1,6 +1,7 @@
 /* struct student_config <-> JSON (the `model` section of a config). */
 #include "common/core/config_student.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "common/core/log.h"
@@ -8,12 +9,58 @@
 static const char *const student_keys[] = {
     "n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_ff", "vocab", "vocab_padded",
     "max_seq", "tied", "rope_theta", "rope_scaling", "norm_eps", "window", "doc_mask",
-    "grad_checkpoint", NULL};
+    "grad_checkpoint", "encoders", NULL};
 static const char *const rope_keys[] = {
     "type", "factor", "original_max_position", "beta_fast", "beta_slow", "mscale",
     "mscale_all_dim", NULL};
 
 #define BIG 1000000000LL
+
+/* model.encoders: the multimodal prefix encoders (models/student/encoders.h), all off
+ * when absent. One table names each field for parsing and for writing back. */
+struct enc_field { const char *key; size_t off; int is_bool; };
+static const struct enc_field enc_fields[] = {
+    {"image", offsetof(struct encoder_config, image), 1},
+    {"video_frames", offsetof(struct encoder_config, video_frames), 0},
+    {"patch_dim", offsetof(struct encoder_config, patch_dim), 0},
+    {"grid_rows", offsetof(struct encoder_config, grid_rows), 0},
+    {"grid_cols", offsetof(struct encoder_config, grid_cols), 0},
+    {"audio_tokens", offsetof(struct encoder_config, audio_tokens), 0},
+    {"mel_bins", offsetof(struct encoder_config, mel_bins), 0},
+    {"audio_stride", offsetof(struct encoder_config, audio_stride), 0},
+    {"mesh_tokens", offsetof(struct encoder_config, mesh_tokens), 0},
+    {"mesh_points", offsetof(struct encoder_config, mesh_points), 0},
+    {"mesh_hidden", offsetof(struct encoder_config, mesh_hidden), 0},
+};
+#define N_ENC_FIELDS (sizeof enc_fields / sizeof enc_fields[0])
+
+static int config_encoders_from_json(const json_t *model, struct ju_where w, struct encoder_config *e) {
+    json_t *o = NULL;
+    int rc = ju_object(model, w, "encoders", 0, &o);
+    if (rc || !o) return rc;
+    char path[256];
+    struct ju_where we = {w.file, ju_key_path(path, sizeof path, w, "encoders")};
+    const char *keys[N_ENC_FIELDS + 1];
+    for (size_t i = 0; i < N_ENC_FIELDS; i++) keys[i] = enc_fields[i].key;
+    keys[N_ENC_FIELDS] = NULL;
+    if ((rc = ju_check_keys(o, we, keys))) return rc;
+    for (size_t i = 0; i < N_ENC_FIELDS && !rc; i++) {
+        int *dst = (int *)((char *)e + enc_fields[i].off);
+        rc = enc_fields[i].is_bool ? ju_bool(o, we, enc_fields[i].key, 0, dst)
+                                   : ju_int(o, we, enc_fields[i].key, 0, 0, BIG, dst);
+    }
+    return rc;
+}
+
+static json_t *config_encoders_to_json(const struct encoder_config *e) {
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < N_ENC_FIELDS; i++) {
+        int v = *(const int *)((const char *)e + enc_fields[i].off);
+        json_t *j = enc_fields[i].is_bool ? json_boolean(v) : json_integer(v);
+        if (!j || json_object_set_new(o, enc_fields[i].key, j)) { json_decref(o); return NULL; }
+    }
+    return o;
+}
 
 static int config_rope_from_json(const json_t *model, struct ju_where w, struct rope_scaling *r) {
     json_t *o = NULL;
@@ -57,6 +104,7 @@ int config_student_from_json(const json_t *model, struct ju_where w, struct stud
     if ((rc = ju_bool(model, w, "grad_checkpoint", 0, &out->grad_checkpoint))) return rc;
     if ((rc = ju_float(model, w, "rope_theta", 0, &out->rope_theta))) return rc;
     if ((rc = ju_float(model, w, "norm_eps", 0, &out->norm_eps))) return rc;
+    if ((rc = config_encoders_from_json(model, w, &out->enc))) return rc;
     return config_rope_from_json(model, w, &out->rope_scaling);
 }
 
@@ -69,6 +117,10 @@ json_t *config_student_to_json(const struct student_config *c) {
                           "tied", c->tied, "rope_theta", ju_real_from_float(c->rope_theta),
                           "norm_eps", ju_real_from_float(c->norm_eps), "window", c->window,
                           "doc_mask", c->doc_mask, "grad_checkpoint", c->grad_checkpoint);
+    if (o && encoder_enabled(&c->enc)) {  /* written only when on: text-only configs unchanged */
+        json_t *enc = config_encoders_to_json(&c->enc);
+        if (!enc || json_object_set_new(o, "encoders", enc)) { json_decref(o); return NULL; }
+    }
     if (!o || c->rope_scaling.type != ROPE_SCALING_YARN) return o;
     const struct rope_scaling *r = &c->rope_scaling;
     json_t *rs = json_pack("{s:s, s:o, s:i, s:o, s:o, s:o, s:o}", "type", "yarn",

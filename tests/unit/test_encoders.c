@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/core/config_student.h"
 #include "models/student/encoders.h"
 #include "tests/unit/student_case.h"
 
@@ -443,6 +444,40 @@ static void test_no_prefix(void **st) {
     scase_free(&s);
 }
 
+/* model.encoders parses, round-trips, refuses unknown keys, and is not written when off */
+static void test_config_json(void **st) {
+    (void)st;
+    json_error_t jerr;
+    json_t *j = json_loads("{\"n_layers\":1,\"d_model\":20,\"n_heads\":2,\"d_ff\":8,\"vocab\":10,"
+                           "\"max_seq\":64,\"encoders\":{\"image\":true,\"patch_dim\":48,"
+                           "\"grid_rows\":2,\"grid_cols\":2,\"mesh_tokens\":4,\"mesh_points\":64,"
+                           "\"mesh_hidden\":16}}", 0, &jerr);
+    assert_non_null(j);
+    struct ju_where w = {"test.yaml", "model"};
+    struct student_config c;
+    assert_int_equal(config_student_from_json(j, w, &c), 0);
+    assert_int_equal(c.enc.image, 1);
+    assert_int_equal(c.enc.patch_dim, 48);
+    assert_int_equal(c.enc.mesh_points, 64);
+    assert_int_equal(student_config_validate(&c), 0);
+    assert_int_equal(encoder_prefix_len(&c.enc), 2 + 4 + 4);
+    json_t *back = config_student_to_json(&c);
+    struct student_config c2;
+    assert_int_equal(config_student_from_json(back, w, &c2), 0);
+    assert_int_equal(c2.enc.mesh_hidden, 16);
+    assert_int_equal(c2.enc.grid_cols, 2);
+    json_decref(back);
+    json_object_set_new(json_object_get(j, "encoders"), "bogus", json_integer(1));
+    assert_true(config_student_from_json(j, w, &c) < 0);
+    json_object_del(j, "encoders");
+    assert_int_equal(config_student_from_json(j, w, &c), 0);
+    assert_int_equal(encoder_enabled(&c.enc), 0);
+    back = config_student_to_json(&c);
+    assert_null(json_object_get(back, "encoders"));
+    json_decref(back);
+    json_decref(j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_image),
@@ -455,6 +490,7 @@ int main(void) {
         cmocka_unit_test(test_mesh_grouping),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_no_prefix),
+        cmocka_unit_test(test_config_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
