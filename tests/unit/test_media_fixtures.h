@@ -67,7 +67,7 @@ static const char *mfx(const char *name)
 
 /* Reads reference NAME: checks its dtype ("u8", "f32", "f64"), returns the data
  * (malloc'd) and its element count; dims[] gets up to 4 dimensions, *ndim their count. */
-static void *mfx_ref(const char *name, const char *dtype, long *dims, int *ndim, size_t *count)
+__attribute__((unused)) static void *mfx_ref(const char *name, const char *dtype, long *dims, int *ndim, size_t *count)
 {
     char path[1400], line[512];
     snprintf(path, sizeof path, "%s/ref/index.txt", mfx_dir);
