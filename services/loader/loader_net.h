@@ -28,4 +28,7 @@ int net_seen_check(struct net_seen *s, const struct transport_peer *from, int64_
  * listens there or PATH is not a socket. Other endpoints: nothing to do. */
 int net_prepare_endpoint(const char *endpoint);
 
+/* For ipc://PATH bound by this process: removes the socket file (at a clean exit). */
+void net_release_endpoint(const char *endpoint);
+
 #endif

@@ -70,3 +70,8 @@ int net_prepare_endpoint(const char *endpoint) {
     log_info("removed the stale socket %s", path);
     return SUSHI_OK;
 }
+
+void net_release_endpoint(const char *endpoint) {
+    if (endpoint && strncmp(endpoint, "ipc://", 6) == 0 && unlink(endpoint + 6) != 0 && errno != ENOENT)
+        log_warn("cannot remove the socket %s: %s", endpoint + 6, strerror(errno));
+}

@@ -473,7 +473,10 @@ int loader_pipeline_run(const struct loader_opts *o, const struct data_config *c
     if (rc) log_error("%s", sushi_last_error());
     else log_info("stopping");
     producer_close(L->prod);
-    transport_close(L->sock);
+    if (L->sock) {
+        transport_close(L->sock);
+        net_release_endpoint(o->endpoint);
+    }
     stage_close(&L->stage);
     inflight_free(&L->inflight);
     data_loader_close(L->data);

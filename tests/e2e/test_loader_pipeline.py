@@ -6,6 +6,8 @@ and teacher replicas), following common/transport/protocol.h:
   - a trainer hello with next=2 after 5 were sent makes the loader re-send from 2, and a
     `rewind` message does the same;
   - a worker that goes silent has its in-flight batches re-sent to the other worker;
+  - batches not applied within resend_after_ms are re-sent; in direct mode the trainer
+    takes the batches itself, within its credit;
   - published metrics (sent, resent, inflight, acked) match what the peers saw; SIGTERM
     exits 0.
 The helpers here are shared with test_loader_restart.py."""
@@ -181,8 +183,8 @@ class Peer:
 class Loader:
     """sushi-loader in pipeline mode plus a SUB socket its metrics are published to."""
 
-    def __init__(self, ctx, d, cfg):
-        self.d, self.cfg, self.ctx = d, cfg, ctx
+    def __init__(self, ctx, d, cfg, overrides=()):
+        self.d, self.cfg, self.ctx, self.overrides = d, cfg, ctx, list(overrides)
         self.pub_ep = "ipc://%s/pub.sock" % d
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
@@ -194,7 +196,7 @@ class Loader:
         self.proc = None
 
     def start(self):
-        self.proc = spawn(["sushi-loader", "--config", self.cfg], self.log,
+        self.proc = spawn(["sushi-loader", "--config", self.cfg] + self.overrides, self.log,
                           env={"SUSHI_PUBLISH": self.pub_ep, "SUSHI_STAGE": ""})
         wait_for(lambda: os.path.exists(self.endpoint[6:]) or self.proc.poll() is not None, 30, "the loader socket")
         check(self.proc.poll() is None, "loader exited at start:\n" + tail(self.log))
@@ -307,6 +309,7 @@ def in_order_window_credit(ctx, d, cfg, ref):
         check("ack 6" in open(loader.log).read(), "ack not logged")
         rc = loader.stop()
         check(rc == 0, "SIGTERM: exit %s\n%s" % (rc, tail(loader.log)))
+        check(not os.path.exists(loader.endpoint[6:]), "socket file left after a clean exit")
     finally:
         loader.stop()
         trainer.close()
@@ -399,12 +402,47 @@ def silent_worker(ctx, d, cfg, ref):
     print("ok: a silent worker's batches are re-sent to the other worker")
 
 
+def resend_and_direct(ctx, d, cfg, ref):
+    """Direct mode (the trainer is the worker, credit 2, window 3) and re-sending after
+    loader.resend_after_ms (an override on the command line)."""
+    loader = Loader(ctx, d, cfg, overrides=["loader.resend_after_ms=1500"])
+    loader.start()
+    trainer = Peer(ctx, loader.endpoint, "trainer", "trainer", next=0, window=3, direct=1, credit=2)
+    try:
+        t0 = time.time()
+        trainer.hello()
+        pump(loader, [trainer], 0.5)
+        check(trainer.ids() == [0, 1], "direct mode, credit 2: %s" % trainer.ids())
+        trainer.heartbeat(credit=2)
+        pump(loader, [trainer], 0.5)
+        check(trainer.ids() == [0, 1, 2], "direct mode, window 3: %s" % trainer.ids())
+        # nothing applied: after resend_after_ms all three go out again
+        trainer.heartbeat(credit=2)
+        pump(loader, [trainer], 4, until=lambda: len(trainer.ids()) >= 4)
+        took = time.time() - t0
+        pump(loader, [trainer], 4, until=lambda: len(trainer.ids()) >= 6)
+        check(trainer.ids() == [0, 1, 2, 0, 1, 2], "re-sent after the timeout: %s" % trainer.ids())
+        check(1.4 < took < 3.5, "first re-send after %.2f s (resend_after_ms 1500)" % took)
+        for hdr, tensors in trainer.batches:
+            check_batch(hdr, tensors, ref)
+        pump(loader, [trainer], 0.6)
+        check(loader.metrics.get("resent") == 3 and loader.metrics.get("inflight") == 3,
+              "metrics: %s" % loader.metrics)
+        check(loader.stop() == 0, "SIGTERM: exit code")
+    finally:
+        loader.stop()
+        trainer.close()
+        loader.sub.close(0)
+    print("ok: direct mode and re-send after resend_after_ms")
+
+
 def main():
     d, cfg, ref, ctx = setup()
     try:
         in_order_window_credit(ctx, d, cfg, ref)
         rewind(ctx, d, cfg, ref)
         silent_worker(ctx, d, cfg, ref)
+        resend_and_direct(ctx, d, cfg, ref)
     finally:
         ctx.destroy(linger=0)
         shutil.rmtree(d, ignore_errors=True)
