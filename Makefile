@@ -16,7 +16,7 @@ CFLAGS  += $(CSTD) $(OPT) $(WARN) -g -I. -MMD -MP -pthread $(SAN)
 LDFLAGS += -pthread $(SAN)
 
 # library folders, in link order (a library may use those after it)
-LIBS_ALL := wire data tok config deepseek student kernels cuda core
+LIBS_ALL := wire data media tok config deepseek student kernels cuda core
 LIBDIR_core     := common/core
 LIBDIR_config   := common/config
 LIBDIR_tok      := common/tokenizer
@@ -26,6 +26,7 @@ LIBDIR_student  := models models/student
 LIBDIR_deepseek := models/deepseek
 LIBDIR_cuda     := kernels/cuda
 LIBDIR_wire     := common/wire common/transport
+LIBDIR_media    := common/media
 
 EXT_core     := -ljansson -lm -ldl -lpthread
 EXT_config   := -lyaml
@@ -35,6 +36,7 @@ EXT_kernels  := -lopenblas
 EXT_student  :=
 EXT_deepseek :=
 EXT_wire     := -lzmq -lmsgpackc
+EXT_media    := -lpng -ljpeg -lswscale -lswresample -lavformat -lavcodec -lavutil -lsndfile -lassimp -lm
 
 # CUDA: compiled when nvcc is found; otherwise kernels/cuda/stub.c provides "no CUDA".
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)

@@ -11,6 +11,9 @@ PKGS=(
   libopenblas-dev libjansson-dev libyaml-dev libpcre2-dev libicu-dev
   libzmq3-dev libmsgpack-dev libmicrohttpd-dev
   libcmocka-dev
+  libpng-dev libjpeg62-turbo-dev libswscale-dev libswresample-dev libavutil-dev libavformat-dev
+  libavcodec-dev libsndfile1-dev libassimp-dev
+  python3-pil python3-soundfile python3-av ffmpeg espeak-ng
   python3-torch python3-numpy python3-msgpack python3-zmq docker-compose
   fortunes
 )
