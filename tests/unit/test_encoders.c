@@ -1,11 +1,13 @@
-// libs: core kernels student
+// libs: student kernels cuda core
 /* The multimodal encoders and the modality prefix against the PyTorch reference
  * (tests/oracle/encoder_ref.py, float64 autograd): each encoder's output, every
  * parameter gradient and the input gradient, ‖a − b‖₂/‖b‖₂ ≤ 1e-5 per tensor in f32;
  * the student with an image prefix (and with all four modalities): loss and every
  * student and encoder gradient, same tolerance. Also: the loss covers text rows only,
  * text positions follow the prefix, the Morton grouping's invariants, config errors,
- * and a student without encoders has no prefix. */
+ * and a student without encoders has no prefix. On a GPU (skipped without one): the
+ * prefix, student and encoder step on CUDA (bf16) against the CPU (f32) from the same
+ * bf16-representable weights and inputs: loss ≤ 2e-2, every gradient ≤ 5e-2 relative. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 #include <cmocka.h>
 
 #include "common/core/config_student.h"
+#include "common/core/dtype.h"
 #include "models/student/encoders.h"
 #include "tests/unit/student_case.h"
 
@@ -478,6 +481,119 @@ static void test_config_json(void **st) {
     json_decref(j);
 }
 
+/* ---- CUDA (bf16) against CPU (f32) ------------------------------------------------------ */
+
+struct side {
+    struct student_model m;
+    struct encoders e;
+    float loss;
+    float *sg, *eg;     /* host f32 gradients */
+};
+
+static void run_side(struct side *sd, const struct ops *o, const struct student_config *cfg,
+                     const float *sw, const float *ew, const struct encoder_inputs *in,
+                     struct scase *s, const struct student_loss_cfg *lc) {
+    assert_int_equal(student_create(&sd->m, cfg, o, s->B, s->T, 7), 0);
+    assert_int_equal(encoders_create(&sd->e, &sd->m.cfg.enc, o, s->B, 5), 0);
+    assert_int_equal(o->to_device(sd->m.master, sw, sd->m.n_params * 4), 0);
+    assert_int_equal(o->to_device(sd->e.master, ew, sd->e.n_params * 4), 0);
+    assert_int_equal(student_sync_weights(&sd->m), 0);
+    assert_int_equal(encoders_sync_weights(&sd->e), 0);
+    size_t npre = (size_t)s->B * sd->m.P * cfg->d_model * 4;
+    void *prefix = o->alloc(npre), *dprefix = o->alloc(npre);
+    assert_true(prefix && dprefix);
+    assert_int_equal(encoder_prefix_forward(&sd->e, in, prefix), 0);
+    assert_int_equal(student_forward_prefix(&sd->m, prefix, s->ids, s->targets, NULL, scase_teacher(s), lc,
+                                            &sd->loss), 0);
+    assert_int_equal(student_backward_prefix(&sd->m, dprefix), 0);
+    assert_int_equal(encoder_prefix_backward(&sd->e, dprefix), 0);
+    sd->sg = malloc(sd->m.n_params * 4);
+    sd->eg = malloc(sd->e.n_params * 4);
+    assert_int_equal(o->act_to_f32(sd->sg, sd->m.gbuf, sd->m.n_params), 0);
+    assert_int_equal(o->act_to_f32(sd->eg, sd->e.gbuf, sd->e.n_params), 0);
+    o->free(prefix);
+    o->free(dprefix);
+}
+
+static double rel_f32(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void test_cuda_matches_cpu(void **st) {
+    (void)st;
+    const struct ops *gpu = ops_cuda();
+    if (!gpu) skip();
+    struct student_config cfg = scase_small_config(0);
+    cfg.max_seq = 48;
+    cfg.enc = enc_base();
+    cfg.enc.image = 1;
+    cfg.enc.video_frames = 2;
+    cfg.enc.audio_tokens = 3;
+    cfg.enc.mesh_tokens = 3;
+    assert_int_equal(student_config_validate(&cfg), 0);
+    struct scase s = {.cfg = cfg, .B = 2, .T = 9, .K = 4};
+    struct student_loss_cfg lc = {.smoothing = 0.1f, .alpha = 0.5f, .mode = KD_FORWARD, .temperature = 1.0f};
+    scase_fill(&s, 4);
+    size_t ns = student_param_count(&cfg), ne = encoder_param_count(&cfg.enc);
+    float *sw = malloc(ns * 4), *ew = malloc(ne * 4);
+    struct rng r;
+    rng_seed(&r, 8);
+    fill_normal(sw, ns, 0.25f, &r);
+    fill_normal(ew, ne, 0.25f, &r);
+    size_t n_norm = (size_t)cfg.n_layers * cfg.d_model * 2 + cfg.d_model;   /* trailing norms */
+    for (size_t i = ns - n_norm; i < ns; i++) sw[i] += 1.0f;
+    for (size_t i = 0; i < ns; i++) sw[i] = bf16_to_f32(f32_to_bf16(sw[i]));
+    for (size_t i = 0; i < ne; i++) ew[i] = bf16_to_f32(f32_to_bf16(ew[i]));
+    const char *mods[4] = {"image", "video", "audio", "mesh"};
+    float *x[4];
+    for (int i = 0; i < 4; i++) {
+        size_t n = input_len(&cfg.enc, mods[i], s.B);
+        x[i] = malloc(n * 4);
+        fill_normal(x[i], n, 1.0f, &r);
+        for (size_t j = 0; j < n; j++) x[i][j] = bf16_to_f32(f32_to_bf16(x[i][j]));
+    }
+    struct encoder_inputs in = {x[0], x[1], x[2], x[3]};
+    struct side c = {0}, g = {0};
+    run_side(&c, ops_cpu(), &cfg, sw, ew, &in, &s, &lc);
+    run_side(&g, gpu, &cfg, sw, ew, &in, &s, &lc);
+    print_message("loss cpu %.6f cuda %.6f\n", c.loss, g.loss);
+    assert_true(fabs(g.loss - c.loss) <= 2e-2 * fabs(c.loss));
+    struct param_view pv[64];
+    int nv = student_param_views(&c.m.cfg, c.sg, pv, 64);
+    double worst = 0;
+    for (int i = 0; i < nv; i++) {
+        double er = rel_f32(g.sg + (pv[i].data - c.sg), pv[i].data, pv[i].numel);
+        if (er > 5e-2) print_message("  %s: rel err %.3g\n", pv[i].name, er);
+        worst = er > worst ? er : worst;
+    }
+    struct encoder_view ev[16];
+    int nev = encoder_param_views(&c.e.cfg, c.eg, ev, 16);
+    for (int i = 0; i < nev; i++) {
+        double er = rel_f32(g.eg + (ev[i].data - c.eg), ev[i].data, ev[i].numel);
+        if (er > 5e-2) print_message("  %s: rel err %.3g\n", ev[i].name, er);
+        worst = er > worst ? er : worst;
+    }
+    print_message("worst gradient rel err cuda vs cpu %.3g over %d + %d tensors\n", worst, nv, nev);
+    assert_true(worst <= 5e-2);
+    struct side *sides[2] = {&c, &g};
+    for (int k = 0; k < 2; k++) {
+        free(sides[k]->sg);
+        free(sides[k]->eg);
+        encoders_free(&sides[k]->e);
+        student_free(&sides[k]->m);
+    }
+    for (int i = 0; i < 4; i++) free(x[i]);
+    free(sw);
+    free(ew);
+    scase_free(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_image),
@@ -491,6 +607,7 @@ int main(void) {
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_no_prefix),
         cmocka_unit_test(test_config_json),
+        cmocka_unit_test(test_cuda_matches_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
