@@ -52,8 +52,14 @@ static int send_to_loader(struct pipe *p, enum wire_kind kind, uint64_t id, json
     int rc = transport_send(p->dealer, &m, NULL, NULL, NULL);
     m.meta = NULL;
     json_decref(meta);
-    if (rc) log_warn("loader %s: %s %llu not sent: %s", p->tc->ep_loader, wire_kind_name(kind),
-                     (unsigned long long)id, sushi_last_error());
+    if (rc && !p->loader_down)
+        log_warn("loader %s: %s %llu not sent (further failures are only logged at debug level until a send "
+                 "succeeds): %s", p->tc->ep_loader, wire_kind_name(kind), (unsigned long long)id, sushi_last_error());
+    else if (rc)
+        log_debug("loader %s: %s not sent: %s", p->tc->ep_loader, wire_kind_name(kind), sushi_last_error());
+    else if (p->loader_down)
+        log_info("loader %s: reachable again", p->tc->ep_loader);
+    p->loader_down = rc != 0;
     return 0;   /* the loader may be restarting: heartbeats and hellos repeat */
 }
 
@@ -166,6 +172,7 @@ static void on_loader_msg(struct pipe *p, struct wire_msg *m, const struct trans
         break;
     case WIRE_HELLO:   /* a (re)started loader asks who we are */
         send_hello(p);
+        if (p->saved_step >= 0) send_to_loader(p, WIRE_ACK, p->saved_next, NULL);   /* acks are cumulative */
         break;
     case WIRE_HEARTBEAT:
         break;
@@ -233,8 +240,10 @@ static uint64_t bad_total(const struct pipe *p) {
 }
 
 static int metrics(struct pipe *p, const char *event) {
-    double t = now_s(), dt = t - p->log_t;
-    double tps = dt > 0 ? p->tokens_since_log / dt : 0;
+    /* tokens/s over the last log interval; at the end, over the whole run */
+    double t = now_s(), dt = event ? t - p->t_start : t - p->log_t;
+    long long tokens = event ? p->tokens_total : p->tokens_since_log;
+    double tps = dt > 0 ? tokens / dt : 0;
     json_t *meta = json_object();
     if (!meta) return sushi_error(SUSHI_ENOMEM, "trainer: metrics");
     json_object_set_new(meta, "step", json_integer(p->opt.step));
@@ -274,6 +283,7 @@ static int checkpoint(struct pipe *p) {
     json_decref(state);
     if (rc) return rc;
     p->saved_step = p->opt.step;
+    p->saved_next = p->next;
     log_info("checkpoint %s: step %d, next %llu", p->tc->checkpoint_dir, p->opt.step, (unsigned long long)p->next);
     send_to_loader(p, WIRE_ACK, p->next, NULL);
     json_t *meta = json_pack("{s:s, s:i, s:s}", "path", p->tc->checkpoint_dir, "step", p->opt.step, "arch",
@@ -318,6 +328,7 @@ static int apply(struct pipe *p, struct wire_msg *m, int tag) {
     p->accum++;
     p->next = v.next;
     p->tokens_since_log += (long long)p->expect.B * p->expect.T;
+    p->tokens_total += (long long)p->expect.B * p->expect.T;
     if (tag == FROM_LOADER) p->freed++;
     if (p->accum == p->opt.cfg.accum_steps) rc = finish_step(p);
     return rc;
@@ -330,6 +341,7 @@ static int apply_ready(struct pipe *p) {
     while (!rc && p->opt.step < p->tc->steps && !stage_stopping() && reorder_take(&p->ro, p->next, &m, &tag)) {
         rc = apply(p, &m, tag);
         wire_msg_free(&m);
+        if (!rc) rc = heartbeats(p);   /* long steps must not look like a dead trainer */
     }
     return rc;
 }
@@ -338,7 +350,7 @@ int pipeline_loop(struct pipe *p) {
     int rc = 0;
     if (p->saved_step < 0 && p->tc->save_initial) rc = checkpoint(p);   /* a baseline for eval */
     if (!rc) rc = send_hello(p);
-    p->log_t = now_s();
+    p->log_t = p->t_start = now_s();
     while (!rc && !stage_stopping() && p->opt.step < p->tc->steps) {
         rc = apply_ready(p);
         if (!rc && p->tc->direct && p->freed > 0) rc = send_loader_heartbeat(p);   /* credits back now */

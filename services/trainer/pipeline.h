@@ -39,13 +39,15 @@ struct pipe {
     double loss_sum;
     float last_loss;
     int saved_step;                /* step of the last durable checkpoint (-1: none) */
+    uint64_t saved_next;           /* its next batch id (what the last ack said) */
     uint64_t bad;                  /* protocol violations (well-formed messages) */
     uint64_t dropped;              /* stale, duplicate or out-of-window batches */
+    int loader_down;               /* the last send to the loader failed */
     uint64_t freed;                /* direct mode: input slots freed since the last grant */
     double stall_s;                /* cumulative seconds waiting for data */
     double step_t0, step_time_s;
-    double log_t;
-    long long tokens_since_log;
+    double log_t, t_start;
+    long long tokens_since_log, tokens_total;
     char logged[PIPE_LOGGED][272];
     int nlogged;
 };

@@ -25,6 +25,7 @@ static int read_state(struct pipe *p, const json_t *state, long long *ab, long l
     p->opt.step = (int)json_integer_value(step);
     p->saved_step = p->opt.step;
     p->next = (uint64_t)json_integer_value(next);
+    p->saved_next = p->next;
     p->rng.state = r;
     *ab = json_integer_value(a);
     *lb = json_integer_value(l);
