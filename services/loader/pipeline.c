@@ -258,8 +258,7 @@ static void loader_heartbeat(struct loader *L, int idx, const json_t *meta, cons
     int has_next = 0, window = L->window;
     uint64_t next = L->next;
     int rc = credit_get(m, &grant);
-    if (rc == 1 && !p->takes_batches)
-        rc = sushi_error(SUSHI_EFORMAT, "heartbeat: meta.credit from a peer that takes no batches");
+    if (rc == 1 && !p->takes_batches) grant = 0; /* a trainer not in direct mode: nothing to grant */
     if (rc >= 0 && p->role == ROLE_TRAINER) rc = meta_trainer(L, meta, w, 0, &has_next, &next, &window);
     if (rc >= 0 && grant > 0 && credit_grant(&p->credit, grant)) rc = SUSHI_EFORMAT;
     if (rc < 0) { loader_bad(L, from, "%s", sushi_last_error()); return; }

