@@ -128,7 +128,9 @@ int teacher_generate(int argc, char **argv) {
         case 'k': tok_path = optarg; break;
         case 'p': prompt = optarg; break;
         case 'n': if (teacher_parse_int("--max-tokens", optarg, 1, 1 << 20, &max_tokens)) return 2; break;
-        case 't': if (teacher_parse_float("--temperature", optarg, &g.temperature) || g.temperature < 0) return 2; break;
+        case 't': if (teacher_parse_float("--temperature", optarg, &g.temperature) || g.temperature < 0)
+                      return 2;
+                  break;
         case 'K': if (teacher_parse_int("--top-k", optarg, 0, 1L << 30, &top_k)) return 2; break;
         case 'P': if (teacher_parse_float("--top-p", optarg, &g.top_p) || !(g.top_p > 0 && g.top_p <= 1)) {
                       log_error("--top-p must be in (0, 1]");

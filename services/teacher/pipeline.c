@@ -112,11 +112,13 @@ static int pipe_parse(int argc, char **argv, struct pipe_cfg *c, json_t **cfg, i
         return rc;
     if (c->topk < 1) return sushi_error(SUSHI_EINVAL, "%s: teacher.topk: must be >= 1", file);
     if (!(c->temperature > 0)) return sushi_error(SUSHI_EINVAL, "%s: teacher.temperature: must be > 0", file);
-    if (c->credit < 1 || c->credit > 1024) return sushi_error(SUSHI_EINVAL, "%s: teacher.credit: must be in [1, 1024]", file);
+    if (c->credit < 1 || c->credit > 1024)
+        return sushi_error(SUSHI_EINVAL, "%s: teacher.credit: must be in [1, 1024]", file);
     if (c->heartbeat_ms < 10) return sushi_error(SUSHI_EINVAL, "%s: teacher.heartbeat_ms: must be >= 10", file);
     if (c->dead_after_ms < c->heartbeat_ms)
         return sushi_error(SUSHI_EINVAL, "%s: teacher.dead_after_ms: must be >= heartbeat_ms", file);
-    if (c->B < 1 || c->T < 1) return sushi_error(SUSHI_EINVAL, "%s: data.batch_size and data.seq_len must be >= 1", file);
+    if (c->B < 1 || c->T < 1)
+        return sushi_error(SUSHI_EINVAL, "%s: data.batch_size and data.seq_len must be >= 1", file);
     if (c->threads < 0) return sushi_error(SUSHI_EINVAL, "%s: teacher.threads: must be >= 0", file);
     /* the student shares the teacher's tokenizer: a different vocabulary is a config error */
     *student_vocab = 0;

@@ -183,7 +183,8 @@ static int serve_score(struct serve *s, const struct wire_msg *q, struct serve_r
     if (tk->shape[1] > s->m.max_seq)
         return sushi_error(SUSHI_EINVAL, "score: T = %lld exceeds the service's max_seq %d",
                            (long long)tk->shape[1], s->m.max_seq);
-    if (tk->shape[0] > (1 << 20)) return sushi_error(SUSHI_EINVAL, "score: B = %lld rows is oversize", (long long)tk->shape[0]);
+    if (tk->shape[0] > (1 << 20))
+        return sushi_error(SUSHI_EINVAL, "score: B = %lld rows is oversize", (long long)tk->shape[0]);
     int B = (int)tk->shape[0], T = (int)tk->shape[1];
     if (ln && (ln->dtype != DT_I32 || ln->ndim != 1 || ln->shape[0] != B))
         return sushi_error(SUSHI_ESHAPE, "score: lengths must be [B] I32 with B = %d", B);
@@ -197,7 +198,8 @@ static int serve_score(struct serve *s, const struct wire_msg *q, struct serve_r
     for (int b = 0; b < B; b++) {
         int len = lengths ? lengths[b] : T;
         char what[64];
-        if (len < 0 || len > T) return sushi_error(SUSHI_EINVAL, "score: lengths[%d] = %d is outside [0, %d]", b, len, T);
+        if (len < 0 || len > T)
+            return sushi_error(SUSHI_EINVAL, "score: lengths[%d] = %d is outside [0, %d]", b, len, T);
         snprintf(what, sizeof what, "score: tokens row %d", b);
         if ((rc = teacher_check_ids(what, tokens + (size_t)b * T, (size_t)len, V))) return rc;
     }
@@ -234,7 +236,8 @@ static int serve_stops(struct serve *s, const json_t *meta, int32_t *stops, int 
     json_t *e;
     json_array_foreach(v, i, e) {
         if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= s->m.cfg.vocab)
-            return sushi_error(SUSHI_EINVAL, "generate: meta.stop[%zu] is not a token id in [0, %d)", i, s->m.cfg.vocab);
+            return sushi_error(SUSHI_EINVAL, "generate: meta.stop[%zu] is not a token id in [0, %d)", i,
+                               s->m.cfg.vocab);
         stops[(*n)++] = (int32_t)json_integer_value(e);
     }
     return SUSHI_OK;
@@ -254,7 +257,8 @@ static int serve_generate(struct serve *s, const struct wire_msg *q, struct serv
         prompt = pt->data;
         n = (size_t)pt->shape[0];
     } else if (json_is_string(text)) {
-        if (!s->tok) return sushi_error(SUSHI_EINVAL, "generate: meta.prompt (text) needs the service to run with --tokenizer");
+        if (!s->tok)
+            return sushi_error(SUSHI_EINVAL, "generate: meta.prompt (text) needs the service to run with --tokenizer");
         if ((rc = tok_encode(s->tok, json_string_value(text), json_string_length(text), 1, &enc, &n))) return rc;
         prompt = enc;
     } else {
@@ -266,7 +270,8 @@ static int serve_generate(struct serve *s, const struct wire_msg *q, struct serv
     int n_out = 0;
     if (n == 0) rc = sushi_error(SUSHI_EINVAL, "generate: the prompt encodes to no tokens");
     else if (n >= (size_t)s->m.max_seq)
-        rc = sushi_error(SUSHI_EINVAL, "generate: a prompt of %zu tokens leaves no room within max_seq %d", n, s->m.max_seq);
+        rc = sushi_error(SUSHI_EINVAL, "generate: a prompt of %zu tokens leaves no room within max_seq %d", n,
+                         s->m.max_seq);
     else rc = serve_meta_int(q->meta, "generate", "max_new_tokens", 64, 1, s->m.max_seq - (long long)n + 1, &max_new);
     if (!rc) rc = serve_meta_int(q->meta, "generate", "top_k", 0, 0, s->m.cfg.vocab, &top_k);
     if (!rc) rc = serve_meta_int(q->meta, "generate", "seed", 1, 0, (1LL << 62), &seed);
