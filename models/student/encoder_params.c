@@ -50,6 +50,12 @@ int encoder_config_validate(struct encoder_config *c) {
             return sushi_error(SUSHI_EINVAL, "model.encoders.mesh_points %d < mesh_tokens %d",
                                c->mesh_points, c->mesh_tokens);
     }
+    /* products below stay in int: tokens per sample and per-sample input sizes */
+    int64_t np = (int64_t)c->grid_rows * c->grid_cols, rows = 2 + np * (c->image + (int64_t)c->video_frames)
+                 + c->audio_tokens + c->mesh_tokens;
+    if (rows > MAXDIM || np * c->patch_dim * (1 + (int64_t)c->video_frames) > (int64_t)1 << 30 ||
+        (int64_t)c->audio_stride * c->mel_bins > MAXDIM || (int64_t)c->mesh_points * c->mesh_hidden > (int64_t)1 << 30)
+        return sushi_error(SUSHI_EINVAL, "model.encoders: sizes too large (%lld prefix rows per sample)", (long long)rows);
     return 0;
 }
 

@@ -197,9 +197,10 @@ static void test_mesh(void **st) {
 
 /* ---- the student with a prefix vs torch ---------------------------------------------- */
 
-static void check_student_prefix(struct encoder_config ec, int K, struct student_loss_cfg lc) {
+static void check_student_prefix(struct encoder_config ec, int K, struct student_loss_cfg lc, int gc) {
     if (!scase_have_torch()) skip();
     struct student_config cfg = scase_small_config(K == 0);
+    cfg.grad_checkpoint = gc;
     cfg.max_seq = 48;
     cfg.window = 9;
     cfg.enc = ec;
@@ -317,7 +318,7 @@ static void test_student_image_prefix(void **st) {
     (void)st;
     struct encoder_config c = enc_base();
     c.image = 1;
-    check_student_prefix(c, 0, (struct student_loss_cfg){.smoothing = 0.1f});
+    check_student_prefix(c, 0, (struct student_loss_cfg){.smoothing = 0.1f}, 0);
 }
 
 static void test_student_all_modalities_kd(void **st) {
@@ -328,7 +329,7 @@ static void test_student_all_modalities_kd(void **st) {
     c.audio_tokens = 3;
     c.mesh_tokens = 3;
     struct student_loss_cfg lc = {.smoothing = 0.0f, .alpha = 0.6f, .mode = KD_FORWARD, .temperature = 2.0f};
-    check_student_prefix(c, 4, lc);
+    check_student_prefix(c, 4, lc, 1);   /* untied, KD, gradient checkpointing */
 }
 
 /* ---- properties without torch -------------------------------------------------------- */
