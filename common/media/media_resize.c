@@ -2,7 +2,9 @@
  * split into three planes scaled as GRAY8 (no colour-space round trip, no chroma
  * subsampling), with swscale's area-scaled (antialiasing) bilinear or bicubic filters;
  * bicubic uses B = 0, C = 0.5, PIL's a = -0.5 kernel. Each thread keeps one cached
- * scaler context (sws_getCachedContext), so repeated resizes of one size reuse it. */
+ * scaler context (sws_getCachedContext, in a pthread key freed at thread exit), so
+ * repeated resizes to one size reuse it. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +13,11 @@
 #include "common/core/log.h"
 #include "common/media/media_internal.h"
 
-static _Thread_local struct SwsContext *t_sws;
+/* one scaler per thread, freed when the thread exits */
+static pthread_key_t g_sws_key;
+static pthread_once_t g_sws_once = PTHREAD_ONCE_INIT;
+static void sws_key_free(void *ctx) { sws_freeContext(ctx); }
+static void sws_key_init(void) { (void)pthread_key_create(&g_sws_key, sws_key_free); }
 
 int media_resize_rgb(const uint8_t *src, int sh, int sw, int src_stride, uint8_t *dst, int dh, int dw,
                      enum media_filter filter)
@@ -26,9 +32,12 @@ int media_resize_rgb(const uint8_t *src, int sh, int sw, int src_stride, uint8_t
     }
     double bicubic[2] = {0.0, 0.5};
     int flags = (filter == MEDIA_BICUBIC ? SWS_BICUBIC : SWS_BILINEAR) | SWS_ACCURATE_RND;
-    t_sws = sws_getCachedContext(t_sws, sw, sh, AV_PIX_FMT_GRAY8, dw, dh, AV_PIX_FMT_GRAY8, flags, NULL, NULL,
+    pthread_once(&g_sws_once, sws_key_init);
+    struct SwsContext *sws = pthread_getspecific(g_sws_key);
+    sws = sws_getCachedContext(sws, sw, sh, AV_PIX_FMT_GRAY8, dw, dh, AV_PIX_FMT_GRAY8, flags, NULL, NULL,
                                  filter == MEDIA_BICUBIC ? bicubic : NULL);
-    if (!t_sws) return sushi_error(SUSHI_EBACKEND, "media_resize: swscale refused %dx%d -> %dx%d", sw, sh, dw, dh);
+    pthread_setspecific(g_sws_key, sws);
+    if (!sws) return sushi_error(SUSHI_EBACKEND, "media_resize: swscale refused %dx%d -> %dx%d", sw, sh, dw, dh);
     /* planes padded to 32-byte rows: swscale's SIMD paths read a little past a row */
     int ss = (sw + 31) & ~31, ds = (dw + 31) & ~31;
     uint8_t *buf = malloc((size_t)ss * sh * 3 + (size_t)ds * dh * 3 + 64);
@@ -52,7 +61,7 @@ int media_resize_rgb(const uint8_t *src, int sh, int sw, int src_stride, uint8_t
         const uint8_t *in[1] = {sp[c]};
         uint8_t *outp[1] = {dp[c]};
         int is[1] = {ss}, os[1] = {ds};
-        if (sws_scale(t_sws, in, is, 0, sh, outp, os) != dh)
+        if (sws_scale(sws, in, is, 0, sh, outp, os) != dh)
             rc = sushi_error(SUSHI_EBACKEND, "media_resize: swscale failed on %dx%d -> %dx%d", sw, sh, dw, dh);
     }
     for (int y = 0; y < dh && !rc; y++) {
