@@ -72,6 +72,7 @@ void loader_batch_free(void *batch);
 struct loader_opts {
     const char *file;        /* the config, for messages */
     const char *endpoint;    /* endpoints.loader (ROUTER bind) */
+    int allow_remote;        /* endpoints.allow_remote: a tcp:// bind beyond loopback */
     int heartbeat_ms;        /* loader.heartbeat_ms */
     int dead_after_ms;       /* loader.dead_after_ms */
     int resend_after_ms;     /* loader.resend_after_ms */

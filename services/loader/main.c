@@ -39,7 +39,8 @@ static void usage(FILE *f) {
         "acked, bad_messages, batches_per_s) are published every second to $SUSHI_PUBLISH;\n"
         "SIGTERM or SIGINT stops it (exit 0).\n\n"
         "  --config FILE     YAML config: `data:` (see configs/data/), and in pipeline mode\n"
-        "                    endpoints.loader and loader: {heartbeat_ms: %d, dead_after_ms: %d,\n"
+        "                    endpoints.loader (endpoints.allow_remote: true for a tcp:// bind\n"
+        "                    beyond loopback) and loader: {heartbeat_ms: %d, dead_after_ms: %d,\n"
         "                    resend_after_ms: %d, threads: 2, ready: 2 x threads}\n"
         "  --dump N OUTDIR   write N batches to OUTDIR/batch-EEEE-IIIIIIIIII.safetensors\n"
         "  --epoch E         --dump: first epoch (default 0)\n"
@@ -67,6 +68,7 @@ int loader_opts_from_config(struct loader_opts *o, const json_t *root, const cha
                                .dead_after_ms = PROTO_DEAD_AFTER_MS, .resend_after_ms = PROTO_RESEND_AFTER_MS,
                                .threads = 2, .slots = 0, .metrics_ms = 1000, .log_ms = 5000 };
     int rc = config_get_string(root, file, "endpoints.loader", 1, &o->endpoint);
+    if (!rc) rc = config_get_bool(root, file, "endpoints.allow_remote", 0, &o->allow_remote);
     if (!rc) rc = opt_int(root, file, "loader.heartbeat_ms", 10, 3600000, &o->heartbeat_ms);
     if (!rc) rc = opt_int(root, file, "loader.dead_after_ms", o->heartbeat_ms, 86400000, &o->dead_after_ms);
     if (!rc) rc = opt_int(root, file, "loader.resend_after_ms", 1, 86400000, &o->resend_after_ms);

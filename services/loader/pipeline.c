@@ -453,6 +453,7 @@ int loader_pipeline_run(const struct loader_opts *o, const struct data_config *c
     if (!rc) {
         struct transport_opts to = transport_opts_default();
         to.name = "loader";
+        to.allow_remote = o->allow_remote;
         to.send_timeout_ms = 100;   /* never stall the loop on one slow peer */
         to.sndhwm = 1000;
         to.rcvhwm = 1000;
