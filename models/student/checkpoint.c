@@ -1,8 +1,6 @@
 /* Student checkpoint directories: atomic save, verified load (see checkpoint.h). */
 #include "models/student/checkpoint.h"
 
-#include <dirent.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,55 +103,6 @@ static int ckpt_write_optimizer(const char *tmp, const struct student_config *cf
     return rc;
 }
 
-/* Removes DIR.tmp-XXXXXX folders that a save killed mid-way left behind (they can be
- * as large as the checkpoint). One writer per checkpoint directory is assumed. */
-static int ckpt_remove_stale(const char *dir) {
-    char parent[CKPT_PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", dir);
-    char *slash = strrchr(parent, '/');
-    const char *base = slash ? slash + 1 : dir;
-    if (slash) *slash = 0;
-    else snprintf(parent, sizeof parent, ".");
-    if (slash == parent) snprintf(parent, sizeof parent, "/");
-    size_t bl = strlen(base);
-    DIR *d = opendir(parent);
-    if (!d) return sushi_error(SUSHI_EIO, "%s: cannot open folder: %s", parent, strerror(errno));
-    int rc = SUSHI_OK;
-    struct dirent *e;
-    while (rc == SUSHI_OK && (e = readdir(d))) {
-        if (strncmp(e->d_name, base, bl) || strncmp(e->d_name + bl, ".tmp-", 5) ||
-            strlen(e->d_name) != bl + 11)
-            continue;
-        char path[CKPT_PATH_MAX + 258];   /* parent, '/', a file name (≤ 255) */
-        snprintf(path, sizeof path, "%s/%s", parent, e->d_name);
-        log_warn("%s: removing %s left by an interrupted save", dir, path);
-        rc = fs_remove_tree(path);
-    }
-    closedir(d);
-    return rc;
-}
-
-/* tmp (complete, fsynced) becomes dir; an older dir is replaced without a moment in
- * which neither a complete dir nor dir.old exists. */
-static int ckpt_swap_in(const char *tmp, const char *dir) {
-    char old[CKPT_PATH_MAX];
-    snprintf(old, sizeof old, "%s.old", dir);
-    int rc = fs_remove_tree(old);
-    if (rc) return rc;
-    int had_old = fs_exists(dir);
-    if (had_old && rename(dir, old) != 0)
-        return sushi_error(SUSHI_EIO, "%s: cannot move the previous checkpoint aside: %s", dir, strerror(errno));
-    if (rename(tmp, dir) != 0) {
-        rc = sushi_error(SUSHI_EIO, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
-        if (had_old && rename(old, dir) != 0)
-            log_error("%s: could not restore the previous checkpoint from %s", dir, old);
-        return rc;
-    }
-    if ((rc = fs_fsync_parent(dir))) return rc;
-    if (had_old && (rc = fs_remove_tree(old))) return rc;
-    return fs_fsync_parent(dir);
-}
-
 int checkpoint_save(const char *dir_in, const struct student_config *cfg_in, const float *params,
                     const float *m, const float *v, const json_t *state) {
     if (!dir_in || !*dir_in || !cfg_in || !params)
@@ -164,34 +113,16 @@ int checkpoint_save(const char *dir_in, const struct student_config *cfg_in, con
     struct student_config cfg = *cfg_in;
     int rc = student_config_validate(&cfg);
     if (rc) return rc;
-    char dir[CKPT_PATH_MAX - 64], tmp[CKPT_PATH_MAX], path[CKPT_JOIN_MAX];
-    size_t n = strlen(dir_in);
-    while (n > 1 && dir_in[n - 1] == '/') n--;
-    if (n + 32 >= sizeof dir) return sushi_error(SUSHI_EINVAL, "%s: path too long", dir_in);
-    snprintf(dir, sizeof dir, "%.*s", (int)n, dir_in);
-    /* the parent must exist for the temporary directory beside dir */
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    char *slash = strrchr(tmp, '/');
-    if (slash && slash != tmp) {
-        *slash = 0;
-        if ((rc = fs_mkdir_p(tmp, 0755))) return rc;
-    }
-    if ((rc = ckpt_remove_stale(dir))) return rc;
-    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dir);
-    if (!mkdtemp(tmp))
-        return sushi_error(SUSHI_EIO, "%s: cannot create a temporary directory: %s", dir, strerror(errno));
+    char tmp[CKPT_PATH_MAX], path[CKPT_JOIN_MAX];
+    if ((rc = fs_dir_stage(dir_in, tmp, sizeof tmp))) return rc;
     rc = ckpt_write_model(tmp, &cfg, params);
     if (!rc && m) rc = ckpt_write_optimizer(tmp, &cfg, m, v);
     if (!rc && state) rc = ckpt_write_json(ckpt_join(path, tmp, CKPT_STATE), state);
-    if (!rc) rc = fs_fsync_path(tmp);
-    if (!rc) rc = ckpt_swap_in(tmp, dir);
-    if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", sushi_last_error());
-        fs_remove_tree(tmp);
-        return sushi_error(rc, "%s", msg);
-    }
-    return SUSHI_OK;
+    if (!rc) return fs_dir_publish(tmp, dir_in);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sushi_last_error());
+    fs_remove_tree(tmp);
+    return sushi_error(rc, "%s", msg);
 }
 
 /* ---------------------------------------------------------------- loading */

@@ -212,17 +212,7 @@ int checkpoint_config_from_tensors(const struct st_set *f, struct student_config
 }
 
 int checkpoint_resolve_dir(const char *dir, char *buf, size_t cap) {
-    if (!dir || !*dir || !buf) return sushi_error(SUSHI_EINVAL, "checkpoint: empty directory name");
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    if (n + 5 >= cap) return sushi_error(SUSHI_EINVAL, "%s: path too long", dir);
-    snprintf(buf, cap, "%.*s", (int)n, dir);
-    if (fs_is_dir(buf)) return SUSHI_OK;
-    snprintf(buf + n, cap - n, ".old");
-    if (fs_is_dir(buf)) {
-        log_warn("%.*s: missing; reading %s left by an interrupted save", (int)n, dir, buf);
-        return SUSHI_OK;
-    }
-    buf[n] = 0;
-    return sushi_error(SUSHI_ENOTFOUND, "%s: no such checkpoint directory", buf);
+    int rc = fs_dir_resolve(dir, buf, cap);
+    if (rc == SUSHI_ENOTFOUND) return sushi_error(rc, "%s: no such checkpoint directory", buf);
+    return rc;
 }
