@@ -28,7 +28,7 @@ struct eval_needle_config {
 struct eval_config {
     struct data_config data;          /* eval.data, tokenizer/seq_len/batch_size from data: */
     int batches;                      /* held-out batches: ids 0..batches-1 of epoch 0 */
-    const char *teacher;              /* DeepSeek checkpoint or NULL (borrowed from the tree) */
+    const char *teacher;              /* eval.teacher, default teacher.checkpoint; "" = none */
     const char *watch;                /* directory to watch or NULL */
     const char *events;               /* endpoints.events or NULL */
     const char *run_dir;              /* run.dir or NULL */

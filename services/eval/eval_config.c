@@ -95,6 +95,14 @@ static int eval_opt_string(const json_t *root, const char *file, const char *pat
     return 0;
 }
 
+/* eval.teacher: "" (given, empty) turns the teacher metrics off */
+static int eval_no_teacher(const json_t *root, const char *file, const char **teacher) {
+    const char *s = NULL;
+    int rc = config_get_string(root, file, "eval.teacher", 0, &s);
+    if (!rc && s && !*s) *teacher = NULL;
+    return rc;
+}
+
 int eval_config_load(const json_t *root, const char *file, struct eval_config *c) {
     static const char *const known[] = {"data", "batches", "teacher", "watch", "needle", "backend",
                                         "threads", "heartbeat_ms", "kd_cache_mb", NULL};
@@ -118,6 +126,7 @@ int eval_config_load(const json_t *root, const char *file, struct eval_config *c
         (rc = ju_int64(ev, w, "kd_cache_mb", 0, &kd_mb)) ||
         (rc = eval_opt_string(root, file, "teacher.checkpoint", &c->teacher)) ||
         (rc = eval_opt_string(root, file, "eval.teacher", &c->teacher)) ||
+        (rc = eval_no_teacher(root, file, &c->teacher)) ||
         (rc = eval_opt_string(root, file, "eval.watch", &c->watch)) ||
         (rc = eval_opt_string(root, file, "eval.backend", &c->backend)) ||
         (rc = eval_opt_string(root, file, "endpoints.events", &c->events)) ||

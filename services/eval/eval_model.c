@@ -74,8 +74,10 @@ int eval_model_open(struct eval_model *m, const char *dir, const struct ops *ops
     m->B = B;
     m->T = T;
     m->gen_T = gen_T;
-    int rc = eval_model_arch(dir, &m->arch);
-    if (!rc) rc = m->arch == EVAL_LLAMA ? eval_open_student(m, dir) : eval_open_deepseek(m, dir);
+    char real[4096];   /* DIR, or DIR.old when an interrupted save left only that */
+    int rc = checkpoint_resolve_dir(dir, real, sizeof real);
+    if (!rc) rc = eval_model_arch(real, &m->arch);
+    if (!rc) rc = m->arch == EVAL_LLAMA ? eval_open_student(m, real) : eval_open_deepseek(m, real);
     if (rc) eval_model_close(m);
     return rc;
 }

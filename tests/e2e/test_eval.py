@@ -304,7 +304,7 @@ def main():
         batches = heldout_batches(d)
         rc, out = run_once(cfg, os.path.join(d, "student"), log)
         check(rc == 0 and len(out) == 1, "--once: exit %d, %d result lines\n%s" % (rc, len(out), tail(log)))
-        got = out[0]
+        got = got_student = out[0]
         ref = reference(d, os.path.join(d, "student"), batches)
         print("sushi-eval:", json.dumps(got))
         print("reference: ", json.dumps(ref))
@@ -352,6 +352,11 @@ def main():
         check(got["top1_agreement"] == ref["top1_agreement"] and 0.1 < ref["top1_agreement"] < 0.95,
               "noisy teacher: top1_agreement %r, reference %r" % (got["top1_agreement"], ref["top1_agreement"]))
         check(got["needle_accuracy"] is None and got["needle"] == {}, "no grid: %r" % got)
+
+        # eval.teacher="" turns the teacher metrics off
+        rc, out = run_once(cfg, os.path.join(d, "student"), log, 'eval.teacher=""', "eval.needle.trials=0")
+        check(rc == 0 and len(out) == 1 and out[0]["top1_agreement"] is None and out[0]["teacher_ppl"] is None and
+              out[0]["kd_loss"] is None and out[0]["ppl"] == got_student["ppl"], "no teacher: %r" % out)
 
         # failures: a truncated checkpoint exits 1 with a message naming it; no eval.data exits 2
         bad = os.path.join(d, "bad")
