@@ -76,24 +76,18 @@ static int send_hello(struct pipe *p) {
 }
 
 /* heartbeat to the loader: next and window always, freed slots as credit in direct mode */
-static int send_loader_heartbeat(struct pipe *p) {
+static int send_loader_heartbeat(struct pipe *p, int credit) {
     json_t *meta = json_pack("{s:I, s:i}", "next", (json_int_t)p->next, "window", p->tc->window);
     if (!meta) return sushi_error(SUSHI_ENOMEM, "trainer: heartbeat");
-    if (p->tc->direct && p->freed > 0) {
+    if (credit && p->tc->direct && p->freed > 0) {
         json_object_set_new(meta, "credit", json_integer((json_int_t)p->freed));
         p->freed = 0;
     }
     return send_to_loader(p, WIRE_HEARTBEAT, 0, meta);
 }
 
-/* heartbeats every heartbeat_ms: to the loader and each live teacher replica */
-static int heartbeats(struct pipe *p) {
-    int64_t now = heartbeat_now_ms();
-    const char *dead[HEARTBEAT_MAX_PEERS];
-    int n = heartbeat_expired(&p->hb, now, dead, HEARTBEAT_MAX_PEERS);
-    for (int i = 0; i < n; i++) log_warn("teacher replica %s: silent for %d ms", dead[i], p->tc->dead_after_ms);
-    if (!heartbeat_due(&p->hb, now)) return 0;
-    int rc = send_loader_heartbeat(p);
+int pipe_send_heartbeats(struct pipe *p, int credit) {
+    int rc = send_loader_heartbeat(p, credit);
     for (int i = 0; i < p->npeers && !rc; i++) {
         if (!heartbeat_is_alive(&p->hb, p->peers[i].name)) continue;
         struct wire_msg m;
@@ -103,6 +97,15 @@ static int heartbeats(struct pipe *p) {
         wire_msg_free(&m);
     }
     return rc;
+}
+
+/* heartbeats every heartbeat_ms; teacher replicas gone silent are no longer sent any */
+static int heartbeats(struct pipe *p) {
+    int64_t now = heartbeat_now_ms();
+    const char *dead[HEARTBEAT_MAX_PEERS];
+    int n = heartbeat_expired(&p->hb, now, dead, HEARTBEAT_MAX_PEERS);
+    for (int i = 0; i < n; i++) log_warn("teacher replica %s: silent for %d ms", dead[i], p->tc->dead_after_ms);
+    return heartbeat_due(&p->hb, now) ? pipe_send_heartbeats(p, 1) : 0;
 }
 
 /* publishes on the events PUB (when configured) and to the stage's publish list */
@@ -271,15 +274,23 @@ static int metrics(struct pipe *p, const char *event) {
  * and announces the checkpoint. */
 static int checkpoint(struct pipe *p) {
     long long ab = 0, lb = 0;
+    beat_busy(p, 1);
     int rc = records_sync(&p->rec, &ab, &lb);
-    if (rc) return rc;
+    if (rc) {
+        beat_busy(p, 0);
+        return rc;
+    }
     char rng_hex[32];
     snprintf(rng_hex, sizeof rng_hex, "%016llx", (unsigned long long)p->rng.state);
     json_t *state = json_pack("{s:i, s:I, s:s, s:I, s:I, s:s}", "step", p->opt.step, "next", (json_int_t)p->next,
                               "data_rng", rng_hex, "applied_bytes", (json_int_t)ab, "losses_bytes", (json_int_t)lb,
                               "arch", trainer_arch_name(p->m.arch));
-    if (!state) return sushi_error(SUSHI_ENOMEM, "trainer: checkpoint state");
+    if (!state) {
+        beat_busy(p, 0);
+        return sushi_error(SUSHI_ENOMEM, "trainer: checkpoint state");
+    }
     rc = trainer_model_save(&p->m, &p->opt, p->tc->checkpoint_dir, state);
+    beat_busy(p, 0);
     json_decref(state);
     if (rc) return rc;
     p->saved_step = p->opt.step;
@@ -294,8 +305,10 @@ static int checkpoint(struct pipe *p) {
 
 /* the optimizer step closing accum_steps micro-batches */
 static int finish_step(struct pipe *p) {
+    beat_busy(p, 1);
     int rc = p->m.ops->sync ? p->m.ops->sync() : 0;
     if (!rc) rc = optim_step(&p->opt, p->m.master, p->m.wbuf, p->m.gbuf);
+    beat_busy(p, 0);
     if (rc) return rc;
     p->last_loss = (float)(p->loss_sum / p->accum);
     p->accum = 0;
@@ -320,8 +333,10 @@ static int apply(struct pipe *p, struct wire_msg *m, int tag) {
                                       .tail_logprob = v.tail_logprob};
     int kd = !p->tc->direct && p->tc->kd.alpha > 0;
     float loss = 0;
+    beat_busy(p, 1);
     rc = trainer_model_forward(&p->m, v.tokens, v.targets, v.doc_ids, kd ? &teacher : NULL, &p->lc, &loss);
     if (!rc) rc = trainer_model_backward(&p->m);
+    beat_busy(p, 0);
     if (!rc) rc = records_applied(&p->rec, p->opt.step + 1, v.id, v.sample_ids, p->expect.B);
     if (rc) return rc;
     p->loss_sum += loss;
@@ -353,7 +368,7 @@ int pipeline_loop(struct pipe *p) {
     p->log_t = p->t_start = now_s();
     while (!rc && !stage_stopping() && p->opt.step < p->tc->steps) {
         rc = apply_ready(p);
-        if (!rc && p->tc->direct && p->freed > 0) rc = send_loader_heartbeat(p);   /* credits back now */
+        if (!rc && p->tc->direct && p->freed > 0) rc = send_loader_heartbeat(p, 1);   /* credits back now */
         if (!rc) rc = heartbeats(p);
         if (!rc && p->opt.step < p->tc->steps) rc = receive(p, 50);
     }

@@ -3,6 +3,7 @@
 #ifndef SUSHI_TRAINER_PIPELINE_H
 #define SUSHI_TRAINER_PIPELINE_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "common/transport/heartbeat.h"
@@ -17,6 +18,16 @@
 #include "services/trainer/trainer_model.h"
 
 #define PIPE_LOGGED 64
+
+/* the heartbeat thread of beat.c */
+struct beat {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, quit;
+    int busy;                      /* the main thread computes: the sockets are the thread's */
+    int64_t last_ms;               /* last heartbeat sent */
+};
 
 struct pipe {
     const struct train_config *tc;
@@ -48,6 +59,7 @@ struct pipe {
     double step_t0, step_time_s;
     double log_t, t_start;
     long long tokens_since_log, tokens_total;
+    struct beat beat;
     char logged[PIPE_LOGGED][272];
     int nlogged;
 };
@@ -55,5 +67,13 @@ struct pipe {
 /* Runs until train.steps are done (final checkpoint, metrics event "end"), a signal
  * (no checkpoint), or a fatal error. */
 int pipeline_loop(struct pipe *p);
+/* A heartbeat to the loader (next, window; with credit = 1 also the direct-mode credits
+ * freed since the last grant) and to each live teacher replica. pipeline.c */
+int pipe_send_heartbeats(struct pipe *p, int credit);
+
+/* beat.c: heartbeats during long computations (see there) */
+int beat_start(struct pipe *p);
+void beat_stop(struct pipe *p);
+void beat_busy(struct pipe *p, int busy);   /* 1 before a computation, 0 after */
 
 #endif

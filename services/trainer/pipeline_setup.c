@@ -121,7 +121,9 @@ int trainer_pipeline(const struct train_config *tc) {
                  "window %d, backend %s%s", trainer_arch_name(tc->arch), p->m.n_params, tc->batch_size, tc->seq_len,
                  p->opt.cfg.accum_steps, tc->steps, p->opt.step, tc->direct ? "direct" : "KD", tc->window, ops->name,
                  tc->deterministic ? ", deterministic" : "");
-        rc = pipeline_loop(p);
+        rc = beat_start(p);
+        if (!rc) rc = pipeline_loop(p);
+        beat_stop(p);
     }
     if (rc) {   /* keep the message: teardown may log */
         char msg[512];

@@ -41,8 +41,8 @@ def run(ctx, d, kill_at=None):
     proc = spawn(["sushi-trainer", "--config", cfg], log)
     try:
         if kill_at is not None:
-            # after the checkpoint of step 3 and a few steps past it, SIGKILL
-            hit = serve(loader, proc, STEPS, 0.03, until=lambda: len(records(d)[1]) >= kill_at)
+            # only batches 0 .. kill_at-1: past the checkpoint of step 3, short of step 6's; SIGKILL
+            hit = serve(loader, proc, kill_at, 0.0, until=lambda: len(records(d)[1]) >= kill_at)
             assert hit, "trainer never reached step %d:\n%s" % (kill_at, tail(log))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -68,7 +68,7 @@ def test_sigterm(ctx):
         log = os.path.join(d, "trainer.log")
         proc = spawn(["sushi-trainer", "--config", cfg], log)
         try:
-            assert serve(loader, proc, STEPS, 0.03, until=lambda: len(records(d)[1]) >= 4), tail(log)
+            assert serve(loader, proc, 5, 0.0, until=lambda: len(records(d)[1]) >= 5), tail(log)
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
             assert proc.returncode == 0, "SIGTERM exit %d:\n%s" % (proc.returncode, tail(log))
