@@ -323,7 +323,7 @@ def in_order_window_credit(ctx, d, cfg, ref):
 
 def rewind(ctx, d, cfg, ref):
     """5 sent, then a trainer hello with next=2: the loader sends from 2 again."""
-    loader = Loader(ctx, d, cfg)
+    loader = Loader(ctx, d, cfg, overrides=["loader.dead_after_ms=5000"])
     loader.start()
     trainer = Peer(ctx, loader.endpoint, "trainer", "trainer", next=0, window=8)
     worker = Peer(ctx, loader.endpoint, "teacher.1", "worker", credit=5)
@@ -342,12 +342,16 @@ def rewind(ctx, d, cfg, ref):
         for hdr, tensors in worker.batches[5:]:
             check_batch(hdr, tensors, ref)
         # a `rewind` message (as a tool sends it, from a socket the loader does not know)
+        # the trainer's heartbeats (next=2) would move the window on again: pause them
+        trainer.alive = False
+        pump(loader, [trainer, worker], 0.3)
         tool = Peer(ctx, loader.endpoint, "tool", "worker")
         tool.send("rewind", id=1)
         pump(loader, [trainer, worker], 3, until=lambda: "rewind message" in open(loader.log).read())
         worker.heartbeat(credit=1)
         pump(loader, [trainer, worker], 3, until=lambda: len(worker.ids()) >= 9)
         tool.close()
+        trainer.alive = True
         check(worker.ids()[8] == 1, "after rewind id=1: %s" % worker.ids())
         check_batch(*worker.batches[8], ref)
         pump(loader, [trainer, worker], 0.5, until=lambda: loader.metrics.get("resent") == 4)
