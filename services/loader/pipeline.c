@@ -58,6 +58,7 @@ struct loader {
     int64_t metrics_ms, log_ms, fail_log_ms;
     /* log once per peer; ask an unknown peer for a hello at most once per heartbeat */
     struct net_seen bad_logged, asked;
+    json_t *empty;                  /* the meta of a message without one */
 };
 
 /* ---- peers ---- */
@@ -231,6 +232,7 @@ static void loader_hello(struct loader *L, int idx, const struct wire_msg *m, co
         if (n) log_info("%s said hello again: re-sending its %d batch%s", from->name, n, n == 1 ? "" : "es");
     }
     if (trainer && L->trainer >= 0 && L->trainer != idx) peer_forget(L, L->trainer, "another trainer said hello");
+    if (!trainer && L->trainer == idx) L->trainer = -1; /* it is a worker now */
     struct peer *p = &L->peers[idx];
     p->used = 1;
     p->role = trainer ? ROLE_TRAINER : ROLE_WORKER;
@@ -269,9 +271,7 @@ static void loader_heartbeat(struct loader *L, int idx, const json_t *meta, cons
 
 static void loader_on_message(struct loader *L, const struct wire_msg *m, const struct transport_peer *from,
                               int64_t now) {
-    static const json_t *empty;
-    if (!empty) empty = json_object();
-    const json_t *meta = m->meta ? m->meta : empty;
+    const json_t *meta = m->meta ? m->meta : L->empty;
     int idx = peer_find(L, from);
     if (idx >= 0 && heartbeat_seen(&L->hb, from->name, now) < 0) log_warn("%s", sushi_last_error());
     switch (m->kind) {
@@ -292,8 +292,9 @@ static void loader_on_message(struct loader *L, const struct wire_msg *m, const 
                  (unsigned long long)m->id, L->peers[idx].stage);
         return;
     default:
-        { loader_bad(L, from, "a %s message: the loader takes hello, heartbeat, ack and rewind",
-                          wire_kind_name(m->kind)); return; }
+        loader_bad(L, from, "a %s message: the loader takes hello, heartbeat, ack and rewind",
+                   wire_kind_name(m->kind));
+        return;
     }
 }
 
@@ -443,8 +444,10 @@ int loader_pipeline_run(const struct loader_opts *o, const struct data_config *c
     if (!L) return sushi_error(SUSHI_ENOMEM, "loader: out of memory");
     L->o = o;
     L->trainer = -1;
+    L->empty = json_object();
     int missed = (o->dead_after_ms + o->heartbeat_ms - 1) / o->heartbeat_ms;
-    int rc = stage_open(&L->stage, "loader", NULL, o->heartbeat_ms);
+    int rc = L->empty ? stage_open(&L->stage, "loader", NULL, o->heartbeat_ms)
+                      : sushi_error(SUSHI_ENOMEM, "loader: out of memory");
     if (!rc) rc = heartbeat_init(&L->hb, o->heartbeat_ms, missed < 1 ? 1 : missed, heartbeat_now_ms());
     if (!rc) rc = inflight_init(&L->inflight, LOADER_MAX_WINDOW);
     if (!rc) rc = data_loader_open(&L->data, cfg, NULL);
@@ -480,6 +483,7 @@ int loader_pipeline_run(const struct loader_opts *o, const struct data_config *c
     stage_close(&L->stage);
     inflight_free(&L->inflight);
     data_loader_close(L->data);
+    json_decref(L->empty);
     free(L);
     return rc;
 }
