@@ -148,7 +148,7 @@ int ds_save(const struct ds_model *m, const char *dir);
  * active parameters, dtypes). */
 int deepseek_describe(const char *dir, json_t *out);
 
-/* ---- training a DeepSeek-style model (train.c) ------------------------------------
+/* ---- training a DeepSeek-style model (train*.c) -----------------------------------
  * The trainer can train a (small) DeepSeek model, e.g. the teacher the default pipeline
  * needs when no teacher checkpoint is configured. All parameters live in one f32 master
  * buffer (matrices first: weight decay applies to the first n_decay elements), the
@@ -191,15 +191,23 @@ int ds_train_backward(struct ds_train *t);
 int ds_train_zero_grad(struct ds_train *t);
 /* Copies master into the compute weights (after loading or editing master). */
 int ds_train_sync_weights(struct ds_train *t);
-/* Writes the weights as an HF DeepSeek checkpoint (ds_save's layout) plus, when m/v are
- * given, optimizer.safetensors (f32 moments, same names + .exp_avg / .exp_avg_sq) and
- * trainer_state.json (state), atomically like the student's checkpoint_save. */
+/* Writes the weights as an HF DeepSeek checkpoint (ds_save's layout, f32, from master)
+ * plus, when m/v are given, optimizer.safetensors (f32 moments, same names +
+ * .exp_avg / .exp_avg_sq) and trainer_state.json (state), atomically like the student's
+ * checkpoint_save (fs_dir_stage / fs_dir_publish). m and v are HOST f32 arrays of
+ * n_params in the layout (copies of struct optim's moments). */
 int ds_train_save(const struct ds_train *t, const char *dir, const float *m, const float *v, const json_t *state);
-/* Loads master weights (and moments and state when m/v/state are non-NULL) from a
- * checkpoint ds_train_save wrote; checks the config equals t's. */
+/* Loads master weights (and the compute copy; and the host moments m/v and the state
+ * when non-NULL, which must then exist) from DIR (or the DIR.old an interrupted save
+ * left): any HF DeepSeek checkpoint ds_load reads whose config equals t's (refused
+ * naming the first differing field), e.g. one ds_train_save wrote. Router biases come
+ * from the file. *state is a new reference. */
 int ds_train_load(struct ds_train *t, const char *dir, float *m, float *v, json_t **state);
 /* The `model` section of a training YAML with arch: deepseek (fields of config.json:
- * vocab_size, hidden_size, ...) -> config; names the field in errors. */
+ * vocab_size, hidden_size, ...) -> config; names the field in errors. The shape fields
+ * are required (HF's defaults are the 671B model); q_lora_rank 0/absent = plain q_proj,
+ * n_group / topk_group default 1, model_type deepseek_v3; unknown keys are refused.
+ * train_config.c */
 int ds_config_from_train_json(struct ds_config *c, const json_t *model, const char *file);
 
 /* internals shared by train*.c: the trainable tensors of a model in the one-buffer
