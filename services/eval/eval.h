@@ -73,10 +73,13 @@ int eval_model_arch(const char *dir, enum eval_arch *arch);
 int eval_model_open(struct eval_model *m, const char *dir, const struct ops *ops, int B, int T,
                     int gen_T);
 void eval_model_close(struct eval_model *m);
-/* Host logits (B*T, vocab) of a held-out batch. DeepSeek models score each document
- * segment (doc_ids) as its own sequence from position 0; the student sees the row as
- * it is trained (doc_ids only matter with doc_mask). */
-int eval_model_logits(struct eval_model *m, const struct data_batch *b, float *logits);
+/* Runs held-out batch b through the model (the student: one forward of the whole batch;
+ * DeepSeek: nothing yet). Then eval_model_row_logits gives row r's host logits (T,
+ * vocab), one row at a time so that no (B*T, vocab) buffer is needed. DeepSeek models
+ * score each document segment (doc_ids) as its own sequence from position 0; the
+ * student sees the row as it is trained (doc_ids only matter with doc_mask). */
+int eval_model_batch(struct eval_model *m, const struct data_batch *b);
+int eval_model_row_logits(struct eval_model *m, const struct data_batch *b, int r, float *logits);
 /* Greedy continuation: `steps` ids after the n prompt ids into out. */
 int eval_model_greedy(struct eval_model *m, const int32_t *prompt, int n, int steps, int32_t *out);
 
@@ -167,7 +170,7 @@ struct eval_service {
     int n_batches;
     struct eval_model teacher;        /* loaded at the first evaluation that can */
     int have_teacher, teacher_failed;
-    float **teacher_lp;               /* [n_batches] cached (N, V) log-probabilities or NULL */
+    float **teacher_lp;               /* [n_batches] cached (B*T, V) log-probabilities or NULL */
     double teacher_ppl;               /* NAN until computed */
     int gen_T;                        /* longest passkey context (0: no grid) */
 };

@@ -124,24 +124,26 @@ static int eval_ds_sequence(struct eval_model *m, const int32_t *ids, int n, flo
     return ds_forward(&m->ds, &m->cache, ids, n, logits);
 }
 
-int eval_model_logits(struct eval_model *m, const struct data_batch *b, float *logits) {
-    if (!m || !b || !logits) return sushi_error(SUSHI_EINVAL, "eval_model_logits: NULL argument");
+int eval_model_batch(struct eval_model *m, const struct data_batch *b) {
+    if (!m || !b) return sushi_error(SUSHI_EINVAL, "eval_model_batch: NULL argument");
     if (b->B != m->B || b->T != m->T)
         return sushi_error(SUSHI_ESHAPE, "eval: batch %dx%d, model sized for %dx%d", b->B, b->T, m->B, m->T);
-    if (m->arch == EVAL_LLAMA) {
-        struct student_loss_cfg lc = {.smoothing = 0.0f, .alpha = 0.0f, .temperature = 1.0f};
-        float loss;
-        CHECK(student_forward(&m->sm, b->tokens, b->targets, b->doc_ids, NULL, &lc, &loss));
-        return eval_student_head(&m->sm, 0, b->B * b->T, logits);
-    }
-    for (int r = 0; r < b->B; r++) {
-        const int32_t *ids = b->tokens + (size_t)r * b->T, *doc = b->doc_ids + (size_t)r * b->T;
-        for (int s = 0; s < b->T;) {
-            int e = s + 1;
-            while (e < b->T && doc[e] == doc[s]) e++;
-            CHECK(eval_ds_sequence(m, ids + s, e - s, logits + ((size_t)r * b->T + s) * m->vocab));
-            s = e;
-        }
+    if (m->arch == EVAL_DEEPSEEK) return 0;
+    struct student_loss_cfg lc = {.smoothing = 0.0f, .alpha = 0.0f, .temperature = 1.0f};
+    float loss;
+    return student_forward(&m->sm, b->tokens, b->targets, b->doc_ids, NULL, &lc, &loss);
+}
+
+int eval_model_row_logits(struct eval_model *m, const struct data_batch *b, int r, float *logits) {
+    if (!m || !b || !logits || r < 0 || r >= m->B || b->T != m->T)
+        return sushi_error(SUSHI_EINVAL, "eval_model_row_logits: bad argument");
+    if (m->arch == EVAL_LLAMA) return eval_student_head(&m->sm, r * m->T, m->T, logits);
+    const int32_t *ids = b->tokens + (size_t)r * b->T, *doc = b->doc_ids + (size_t)r * b->T;
+    for (int s = 0; s < b->T;) {
+        int e = s + 1;
+        while (e < b->T && doc[e] == doc[s]) e++;
+        CHECK(eval_ds_sequence(m, ids + s, e - s, logits + (size_t)s * m->vocab));
+        s = e;
     }
     return 0;
 }

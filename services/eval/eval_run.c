@@ -69,15 +69,23 @@ static int eval_teacher_ready(struct eval_service *s) {
     s->have_teacher = 1;
     size_t N = (size_t)d->batch_size * d->seq_len, V = (size_t)s->teacher.vocab;
     int cache = (double)s->n_batches * N * V * sizeof(float) <= (double)s->cfg.kd_cache_mb * 1048576.0;
+    size_t T = (size_t)d->seq_len;
     struct eval_sums sums = {0};
-    float *tmp = NULL;
+    float *tmp = cache ? NULL : malloc(T * V * sizeof(float));   /* one row when not cached */
+    if (!cache && !tmp) rc = sushi_error(SUSHI_ENOMEM, "eval: teacher logits (%zu x %zu)", T, V);
     for (int i = 0; i < s->n_batches && !rc; i++) {
-        float *out = cache ? malloc(N * V * sizeof(float)) : tmp ? tmp : (tmp = malloc(N * V * sizeof(float)));
-        if (!out) { rc = sushi_error(SUSHI_ENOMEM, "eval: teacher log-probabilities (%zu x %zu)", N, V); break; }
-        if (cache) s->teacher_lp[i] = out;
-        rc = eval_model_logits(&s->teacher, &s->batches[i], out);
-        if (!rc) eval_log_softmax(out, (int)N, (int)V);
-        if (!rc) rc = eval_sums_add(&sums, out, NULL, s->batches[i].targets, (int)N, (int)V);
+        const struct data_batch *b = &s->batches[i];
+        if (cache && !(s->teacher_lp[i] = malloc(N * V * sizeof(float)))) {
+            rc = sushi_error(SUSHI_ENOMEM, "eval: teacher log-probabilities (%zu x %zu)", N, V);
+            break;
+        }
+        rc = eval_model_batch(&s->teacher, b);
+        for (int r = 0; r < b->B && !rc; r++) {
+            float *out = cache ? s->teacher_lp[i] + (size_t)r * T * V : tmp;
+            rc = eval_model_row_logits(&s->teacher, b, r, out);
+            if (!rc) eval_log_softmax(out, (int)T, (int)V);
+            if (!rc) rc = eval_sums_add(&sums, out, NULL, b->targets + (size_t)r * T, (int)T, (int)V);
+        }
     }
     free(tmp);
     if (rc) {   /* e.g. held-out ids outside its vocabulary: evaluate without it from now on */
@@ -95,32 +103,36 @@ static int eval_teacher_ready(struct eval_service *s) {
     return 0;
 }
 
-/* the held-out metrics of model m into sums (agreement and KD when the teacher matches) */
+/* the held-out metrics of model m into sums (agreement and KD when the teacher matches),
+ * one batch row at a time */
 static int eval_heldout(struct eval_service *s, struct eval_model *m, struct eval_sums *sums,
                         int *with_teacher) {
-    const struct data_config *d = &s->cfg.data;
-    size_t N = (size_t)d->batch_size * d->seq_len, V = (size_t)m->vocab;
+    size_t T = (size_t)s->cfg.data.seq_len, V = (size_t)m->vocab;
     size_t TV = s->have_teacher ? (size_t)s->teacher.vocab : 0;
-    float *lp = malloc(N * V * sizeof(float)), *tbuf = NULL;
-    int rc = lp ? 0 : sushi_error(SUSHI_ENOMEM, "eval: logits (%zu x %zu)", N, V);
-    if (!rc && s->have_teacher && !s->teacher_lp[0] && !(tbuf = malloc(N * TV * sizeof(float))))
-        rc = sushi_error(SUSHI_ENOMEM, "eval: teacher logits (%zu x %zu)", N, TV);
     *with_teacher = s->have_teacher && TV == V;
     if (s->have_teacher && TV != V)
         log_warn("teacher vocabulary %zu differs from the model's %zu: no agreement or KD loss", TV, V);
+    int cached = *with_teacher && s->teacher_lp[0];
+    float *lp = malloc(T * V * sizeof(float)), *tbuf = NULL;
+    int rc = lp ? 0 : sushi_error(SUSHI_ENOMEM, "eval: logits (%zu x %zu)", T, V);
+    if (!rc && *with_teacher && !cached && !(tbuf = malloc(T * V * sizeof(float))))
+        rc = sushi_error(SUSHI_ENOMEM, "eval: teacher logits (%zu x %zu)", T, V);
     for (int i = 0; i < s->n_batches && !rc; i++) {
         const struct data_batch *b = &s->batches[i];
-        float *tlp = NULL;
-        rc = eval_model_logits(m, b, lp);
-        if (!rc) eval_log_softmax(lp, (int)N, (int)V);
-        if (!rc && *with_teacher) {
-            if (!(tlp = s->teacher_lp[i])) {
+        rc = eval_model_batch(m, b);
+        if (!rc && *with_teacher && !cached) rc = eval_model_batch(&s->teacher, b);
+        for (int r = 0; r < b->B && !rc; r++) {
+            float *tlp = NULL;
+            rc = eval_model_row_logits(m, b, r, lp);
+            if (!rc) eval_log_softmax(lp, (int)T, (int)V);
+            if (!rc && cached) tlp = s->teacher_lp[i] + (size_t)r * T * V;
+            if (!rc && *with_teacher && !cached) {
                 tlp = tbuf;
-                rc = eval_model_logits(&s->teacher, b, tlp);
-                if (!rc) eval_log_softmax(tlp, (int)N, (int)V);
+                rc = eval_model_row_logits(&s->teacher, b, r, tlp);
+                if (!rc) eval_log_softmax(tlp, (int)T, (int)V);
             }
+            if (!rc) rc = eval_sums_add(sums, lp, tlp, b->targets + (size_t)r * T, (int)T, (int)V);
         }
-        if (!rc) rc = eval_sums_add(sums, lp, tlp, b->targets, (int)N, (int)V);
     }
     free(lp);
     free(tbuf);

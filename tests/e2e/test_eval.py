@@ -353,6 +353,11 @@ def main():
               "noisy teacher: top1_agreement %r, reference %r" % (got["top1_agreement"], ref["top1_agreement"]))
         check(got["needle_accuracy"] is None and got["needle"] == {}, "no grid: %r" % got)
 
+        # teacher log-probabilities recomputed per evaluation (over eval.kd_cache_mb): same numbers
+        rc, out = run_once(cfg, os.path.join(d, "student"), log, "eval.kd_cache_mb=0", "eval.needle.trials=0")
+        check(rc == 0 and len(out) == 1 and all(out[0][k] == got_student[k] for k in
+              ("ppl", "top1_agreement", "teacher_ppl", "kd_loss")), "uncached teacher: %r" % out)
+
         # eval.teacher="" turns the teacher metrics off
         rc, out = run_once(cfg, os.path.join(d, "student"), log, 'eval.teacher=""', "eval.needle.trials=0")
         check(rc == 0 and len(out) == 1 and out[0]["top1_agreement"] is None and out[0]["teacher_ppl"] is None and
