@@ -2,6 +2,7 @@
  * allocation and deterministic initialisation. The per-modality math is in
  * encoder_proj.c (image, video, audio) and encoder_mesh.c; the prefix in encoder_prefix.c. */
 #include "models/student/encoders.h"
+#include "models/student/student.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -131,7 +132,7 @@ size_t encoder_param_count(const struct encoder_config *c) {
     return total;
 }
 
-int encoder_param_views(const struct encoder_config *c, float *base, struct encoder_view *out,
+int encoder_param_views(const struct encoder_config *c, float *base, struct param_view *out,
                         int max) {
     if (!c || !base || (!out && max > 0)) return sushi_error(SUSHI_EINVAL, "encoder_param_views: NULL argument");
     if (!encoder_enabled(c)) return 0;
@@ -142,7 +143,7 @@ int encoder_param_views(const struct encoder_config *c, float *base, struct enco
         size_t k = ptab_numel(&t[i]);
         if (!k) continue;
         if (nv < max) {
-            struct encoder_view *v = &out[nv];
+            struct param_view *v = &out[nv];
             snprintf(v->name, sizeof v->name, "%s", t[i].name);
             v->data = base + off;
             v->ndim = t[i].cols ? 2 : 1;
@@ -253,7 +254,7 @@ int encoders_create(struct encoders *e, const struct encoder_config *cfg, const 
     if (!rc) rc = alloc_acts(e);
     if (!rc) {
         float *h = malloc(e->n_params * sizeof(float));
-        struct encoder_view v[PTAB_MAX];
+        struct param_view v[PTAB_MAX];
         int nv = h ? encoder_param_views(&e->cfg, h, v, PTAB_MAX) : 0;
         struct rng r;
         rng_seed(&r, seed);

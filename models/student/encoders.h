@@ -117,18 +117,12 @@ struct encoder_inputs {
     const float *mesh;   /* (B, Pm, 6) xyz, normal */
 };
 
-/* A named parameter tensor (same shape as the student's param_view). */
-struct encoder_view {
-    char name[96];
-    float *data;
-    int ndim;
-    int64_t shape[2];
-    size_t numel;
-};
-
-/* Views of a parameter buffer laid out as `encoders` lays it out; returns the count
- * (may exceed max: then only max are written) or a negative error. */
-int encoder_param_views(const struct encoder_config *c, float *base, struct encoder_view *out,
+/* HF-named views (struct param_view, student.h) of a parameter buffer laid out as
+ * `encoders` lays it out, in buffer order; returns the count (may exceed max: then only
+ * max are written) or a negative error. The same type as student_param_views, so a
+ * checkpoint can write both lists into one safetensors file. */
+struct param_view;
+int encoder_param_views(const struct encoder_config *c, float *base, struct param_view *out,
                         int max);
 size_t encoder_param_count(const struct encoder_config *c);
 

@@ -42,7 +42,7 @@ static void json_enc(FILE *f, const struct encoder_config *c) {
             c->mesh_hidden);
 }
 
-static void json_views(FILE *f, const char *key, const struct encoder_view *v, int nv) {
+static void json_views(FILE *f, const char *key, const struct param_view *v, int nv) {
     fprintf(f, "\"%s\":[", key);
     for (int i = 0; i < nv; i++) {
         if (v[i].ndim == 2)
@@ -134,7 +134,7 @@ static void check_encoder(struct encoder_config cfg, const char *mod) {
 
     struct oracle o;
     oracle_open(&o);
-    struct encoder_view v[16], gv[16];
+    struct param_view v[16], gv[16];
     int nv = encoder_param_views(&e.cfg, e.master, v, 16);
     assert_int_equal(encoder_param_views(&e.cfg, (float *)e.gbuf, gv, 16), nv);
     fprintf(o.json, "{\"mode\":\"encoder\",\"modality\":\"%s\",\"B\":%d,", mod, B);
@@ -245,20 +245,11 @@ static void check_student_prefix(struct encoder_config ec, int K, struct student
 
     struct oracle or;
     oracle_open(&or);
-    struct encoder_view v[16], gv[16], sv[64], sgv[64];
+    struct param_view v[16], gv[16], pv[64], pg[64];
     int nv = encoder_param_views(&e.cfg, e.master, v, 16);
     encoder_param_views(&e.cfg, (float *)e.gbuf, gv, 16);
-    struct param_view pv[64], pg[64];
     int ns = student_param_views(&m.cfg, m.master, pv, 64);
     assert_int_equal(student_param_views(&m.cfg, (float *)m.gbuf, pg, 64), ns);
-    for (int i = 0; i < ns; i++) {
-        memcpy(sv[i].name, pv[i].name, sizeof sv[i].name);
-        sv[i].ndim = pv[i].ndim;
-        sv[i].shape[0] = pv[i].shape[0];
-        sv[i].shape[1] = pv[i].shape[1];
-        sgv[i].data = pg[i].data;
-        sgv[i].numel = pg[i].numel;
-    }
     fprintf(or.json, "{\"mode\":\"student\",\"B\":%d,\"modalities\":[", s.B);
     for (int i = 0, k = 0; i < 4; i++)
         if (on[i]) fprintf(or.json, "%s\"%s\"", k++ ? "," : "", mods[i]);
@@ -273,7 +264,7 @@ static void check_student_prefix(struct encoder_config ec, int K, struct student
     fprintf(or.json, ",");
     json_views(or.json, "params", v, nv);
     fprintf(or.json, ",");
-    json_views(or.json, "student_params", sv, ns);
+    json_views(or.json, "student_params", pv, ns);
     fprintf(or.json, "}\n");
     for (int i = 0; i < nv; i++) fwrite(v[i].data, 4, v[i].numel, or.params);
     for (int i = 0; i < ns; i++) fwrite(pv[i].data, 4, pv[i].numel, or.params);
@@ -295,9 +286,9 @@ static void check_student_prefix(struct encoder_config ec, int K, struct student
     size_t off = 1;
     double worst = 0;
     for (int i = 0; i < ns; i++) {
-        double er = check(pg[i].name, sgv[i].data, ref + off, sgv[i].numel);
+        double er = check(pg[i].name, pg[i].data, ref + off, pg[i].numel);
         worst = er > worst ? er : worst;
-        off += sgv[i].numel;
+        off += pg[i].numel;
     }
     for (int i = 0; i < nv; i++) {
         double er = check(gv[i].name, gv[i].data, ref + off, gv[i].numel);
@@ -573,7 +564,7 @@ static void test_cuda_matches_cpu(void **st) {
         if (er > 5e-2) print_message("  %s: rel err %.3g\n", pv[i].name, er);
         worst = er > worst ? er : worst;
     }
-    struct encoder_view ev[16];
+    struct param_view ev[16];
     int nev = encoder_param_views(&c.e.cfg, c.eg, ev, 16);
     for (int i = 0; i < nev; i++) {
         double er = rel_f32(g.eg + (ev[i].data - c.eg), ev[i].data, ev[i].numel);
