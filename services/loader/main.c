@@ -41,7 +41,8 @@ static void usage(FILE *f) {
         "  --config FILE     YAML config: `data:` (see configs/data/), and in pipeline mode\n"
         "                    endpoints.loader (endpoints.allow_remote: true for a tcp:// bind\n"
         "                    beyond loopback) and loader: {heartbeat_ms: %d, dead_after_ms: %d,\n"
-        "                    resend_after_ms: %d, threads: 2, ready: 2 x threads}\n"
+        "                    resend_after_ms: %d, threads: 2, ready: 2 x threads (batches made\n"
+        "                    ahead), metrics_ms: 1000, log_ms: 5000 (progress line)}\n"
         "  --dump N OUTDIR   write N batches to OUTDIR/batch-EEEE-IIIIIIIIII.safetensors\n"
         "  --epoch E         --dump: first epoch (default 0)\n"
         "  --cursor C        --dump: first batch index within the epoch (default 0)\n"
@@ -135,6 +136,9 @@ int main(int argc, char **argv) {
         else rc = sushi_error(SUSHI_EINVAL, "unknown or incomplete argument \"%s\" (see --help)", a);
     }
     if (!rc && !config) rc = sushi_error(SUSHI_EINVAL, "--config FILE is required (see --help)");
+    if (!rc && !have_dump && (epoch || cursor))
+        rc = sushi_error(SUSHI_EINVAL, "--epoch and --cursor go with --dump: in pipeline mode the trainer's "
+                         "next says where to start");
     if (!rc && (epoch >= (1ull << (64 - DATA_INDEX_BITS)) || cursor >= (1ull << DATA_INDEX_BITS)))
         rc = sushi_error(SUSHI_EINVAL, "--epoch %llu or --cursor %llu out of range", epoch, cursor);
     json_t *root = NULL;
