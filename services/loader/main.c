@@ -156,18 +156,13 @@ int main(int argc, char **argv) {
         if (threads > 256) rc = sushi_error(SUSHI_EINVAL, "--threads %llu: at most 256", threads);
         else cfg.threads = (int)threads;
     }
-    if (!rc && !have_dump) {
+    if (!rc && !have_dump) { /* pipeline mode */
         struct loader_opts o;
-        rc = loader_opts_from_config(&o, root, config, (int)threads);
-        if (!rc) rc = loader_pipeline_run(&o, &cfg);
-        else log_error("%s", sushi_last_error());
-        data_config_free(&cfg);
-        json_decref(root);
-        free(overrides);
-        return rc ? 1 : 0;
+        if (!(rc = loader_opts_from_config(&o, root, config, (int)threads))) rc = loader_pipeline_run(&o, &cfg);
+    } else if (!rc) {
+        if (!(rc = data_loader_open(&l, &cfg, NULL)))
+            rc = dump(l, DATA_BATCH_ID(epoch, cursor), n_dump, cfg.threads, outdir);
     }
-    if (!rc) rc = data_loader_open(&l, &cfg, NULL);
-    if (!rc) rc = dump(l, DATA_BATCH_ID(epoch, cursor), n_dump, cfg.threads, outdir);
     if (l) {
         struct data_stats st;
         data_loader_stats(l, &st);

@@ -473,8 +473,7 @@ int loader_pipeline_run(const struct loader_opts *o, const struct data_config *c
         rc = loader_serve(L);
     }
     if (L->sock) loader_metrics(L, heartbeat_now_ms(), 1);
-    if (rc) log_error("%s", sushi_last_error());
-    else log_info("stopping");
+    if (!rc) log_info("stopping");
     producer_close(L->prod);
     if (L->sock) {
         transport_close(L->sock);

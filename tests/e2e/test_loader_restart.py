@@ -6,7 +6,7 @@
     well-formed messages that break the protocol sent to its socket: each is dropped
     and counted (published bad_messages equals the number sent), logged once per peer,
     and a later valid exchange still works;
-  - a second loader on the same live socket refuses to start.
+  - a second loader on the same live socket refuses to start; bad options are refused.
 Helpers come from test_loader_pipeline.py."""
 import os
 import shutil
@@ -126,9 +126,24 @@ def malformed(ctx, d, cfg, ref):
     print("ok: %d bad messages dropped, counted and logged once per peer; serving continues" % sent)
 
 
+def bad_options(cfg):
+    """Configuration mistakes stop the loader at once with a message naming the key."""
+    exe = os.path.join(BIN, "sushi-loader")
+    for args, want in [(["endpoints.loader="], "endpoints.loader: empty"),
+                       (["loader.threads=0"], "loader.threads: 0 out of range"),
+                       (["loader.dead_after_ms=10"], "loader.dead_after_ms: 10 out of range"),
+                       (["endpoints.loader=tcp://10.1.2.3:5555"], "not loopback"),
+                       (["--cursor", "3"], "--epoch and --cursor go with --dump")]:
+        r = subprocess.run([exe, "--config", cfg] + args, capture_output=True, text=True, timeout=30)
+        check(r.returncode == 1 and want in r.stderr, "%s: exit %d, %r (expected %r)" % (
+            args, r.returncode, r.stderr, want))
+    print("ok: bad options refused with the key named")
+
+
 def main():
     d, cfg, ref, ctx = setup(n_ref=6)
     try:
+        bad_options(cfg)
         restart(ctx, d, cfg, ref)
         malformed(ctx, d, cfg, ref)
     finally:
