@@ -129,7 +129,8 @@ def malformed(ctx, d, cfg, ref):
 def bad_options(cfg):
     """Configuration mistakes stop the loader at once with a message naming the key."""
     exe = os.path.join(BIN, "sushi-loader")
-    for args, want in [(["endpoints.loader="], "endpoints.loader: empty"),
+    for args, want in [(["endpoints.loader=\"\""], "endpoints.loader: empty"),
+                       (["endpoints.loader="], "endpoints.loader: missing"),
                        (["loader.threads=0"], "loader.threads: 0 out of range"),
                        (["loader.dead_after_ms=10"], "loader.dead_after_ms: 10 out of range"),
                        (["endpoints.loader=tcp://10.1.2.3:5555"], "not loopback"),
