@@ -325,8 +325,8 @@ static void test_student_all_modalities_kd(void **st) {
 
 /* ---- properties without torch -------------------------------------------------------- */
 
-/* the text's loss does not depend on the prefix's count of rows with targets, and the
- * prefix does reach the text: changing it changes the loss */
+/* the same prefix gives the same loss and a different one changes it (the prefix reaches
+ * the text); a forward without the prefix and a non-finite input are refused */
 static void test_prefix_reaches_text(void **st) {
     (void)st;
     struct student_config cfg = scase_small_config(1);
