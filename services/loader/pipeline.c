@@ -358,9 +358,11 @@ static void loader_schedule(struct loader *L, int64_t now) {
         struct data_batch *b;
         int rc = producer_take(L->prod, want[k], &b);
         if (rc == 0) return;
-        if (rc < 0) {
-            if (now - L->fail_log_ms >= 5000) log_error("%s (retrying)", sushi_last_error());
-            if (now - L->fail_log_ms >= 5000) L->fail_log_ms = now;
+        if (rc < 0) { /* a data error (a source changed?): logged every 5 s while it lasts */
+            if (now - L->fail_log_ms >= 5000) {
+                log_error("%s (retrying)", sushi_last_error());
+                L->fail_log_ms = now;
+            }
             return;
         }
         if (loader_send_batch(L, pi, b, now)) return;
