@@ -9,7 +9,8 @@ RandomState(10**6 + id). Scenarios here:
             "end" metrics on the events socket.
   kd      - scored batches through the trainer's ROUTER: the first step's loss equals an
             independent PyTorch computation (tests/oracle/student_ref.py) from the
-            step-0 checkpoint, and differs from cross-entropy alone.
+            step-0 checkpoint, and differs from cross-entropy alone; forward, reverse
+            and JSD at several temperatures, and alpha 0 (cross-entropy only).
 Other files (test_trainer_resume.py, test_trainer_malformed.py,
 test_trainer_deepseek.py) import the helpers below.
 """
@@ -275,7 +276,8 @@ def reference_loss(weights_dir, id, cfg, kd=True):
     c = {"n_heads": m["n_heads"], "n_kv_heads": m["n_kv_heads"], "d_head": m["d_model"] // m["n_heads"],
          "n_layers": m["n_layers"], "window": 0, "rope_theta": m["rope_theta"], "norm_eps": m["norm_eps"],
          "tied": True, "vocab": V, "smoothing": tr["label_smoothing"], "k": K if kd else 0,
-         "alpha": tr["kd"]["alpha"], "temperature": tr["kd"]["temperature"], "mode": 0, "jsd_beta": 0.5}
+         "alpha": tr["kd"]["alpha"], "temperature": tr["kd"]["temperature"],
+         "mode": ["forward", "reverse", "jsd"].index(tr["kd"]["mode"]), "jsd_beta": tr["kd"]["jsd_beta"]}
     model = student_ref.Student(c, tensors)
     b = make_batch(id)
     ids, lp, tail = teacher_topk(id, tr["kd"]["temperature"])
@@ -287,10 +289,12 @@ def reference_loss(weights_dir, id, cfg, kd=True):
         return student_ref.loss_fn(model, inp, c).item()
 
 
-def test_kd(ctx):
+def test_kd(ctx, mode="forward", alpha=0.5, temperature=1.0, beta=0.5):
     d = tmpdir()
     try:
-        cfg, cfgd = run_config(d, direct=False, steps=3, save_every=2, window=4, extra_train={"save_initial": True})
+        kd = {"alpha": alpha, "mode": mode, "temperature": temperature, "jsd_beta": beta}
+        cfg, cfgd = run_config(d, direct=False, steps=3, save_every=2, window=4,
+                               extra_train={"save_initial": True, "kd": kd})
         loader = FakeLoader(ctx, d)
         teacher = ctx.socket(zmq.DEALER)
         teacher.setsockopt(zmq.LINGER, 0)
@@ -308,7 +312,7 @@ def test_kd(ctx):
             shutil.copytree(os.path.join(d, "ckpt"), init)
             teacher.send_multipart(encode("hello", stage="teacher.1", meta={"role": "worker", "credit": 2}))
             for id in [1, 0, 2]:
-                teacher.send_multipart(scored_msg(id))
+                teacher.send_multipart(scored_msg(id, temperature))
             t0 = time.time()
             while proc.poll() is None and time.time() - t0 < 30:
                 loader.poll()
@@ -320,9 +324,11 @@ def test_kd(ctx):
         got = float(losses[0].split("\t")[1])
         want = reference_loss(init, 0, cfgd, kd=True)
         ce = reference_loss(init, 0, cfgd, kd=False)
-        print("kd: first loss %.7f, PyTorch KD+CE %.7f, CE alone %.7f" % (got, want, ce))
+        print("kd %s alpha %g T %g: first loss %.7f, PyTorch KD+CE %.7f, CE alone %.7f" %
+              (mode, alpha, temperature, got, want, ce))
         assert abs(got - want) <= 1e-4 * abs(want), (got, want)
-        assert abs(want - ce) > 1e-2, (want, ce)
+        if alpha > 0:
+            assert abs(want - ce) > 1e-2, (want, ce)
         assert [a for a, _ in loader.acks] == [0, 2, 3], loader.acks
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -333,6 +339,9 @@ def main():
     try:
         test_direct(ctx)
         test_kd(ctx)
+        test_kd(ctx, mode="reverse", alpha=0.5, temperature=2.0)
+        test_kd(ctx, mode="jsd", alpha=0.7, temperature=1.5, beta=0.3)
+        test_kd(ctx, mode="forward", alpha=0.0)   # cross-entropy alone
     finally:
         ctx.destroy(0)
     print("ok")
