@@ -1,9 +1,10 @@
-// libs: data tok student kernels core
+// libs: data tok config student kernels core
 /* sushi-eval's parts without a model: the passkey prompt (the exact text the loader's
  * needle rows use, byte tokens), the grid with decoders that know or miss the key
  * (per-cell accuracy, null cells, the mean), the held-out sums worked out by hand, and
  * the checkpoint watcher (stable-before-due, once per version, rename swaps, transient
- * names, announcements). The service's files are compiled in here. */
+ * names, announcements), and the settings (defaults taken from data: and teacher:,
+ * errors that name the field). The service's files are compiled in here. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 #include "common/core/fsutil.h"
+#include "common/config/config.h"
+#include "services/eval/eval_config.c"
 #include "services/eval/eval_metrics.c"
 #include "services/eval/eval_needle.c"
 #include "services/eval/eval_watch.c"
@@ -193,12 +196,67 @@ static void test_watch(void **st) {
     assert_int_equal(fs_remove_tree(root), 0);
 }
 
+static int load(const char *yaml, struct eval_config *c) {
+    json_t *root = NULL;
+    assert_int_equal(config_parse_yaml(yaml, strlen(yaml), "run.yaml", &root), 0);
+    int rc = eval_config_load(root, "run.yaml", c);
+    if (rc == 0) {   /* borrowed strings point into root: compare before freeing it */
+        assert_true(c->teacher == NULL || strcmp(c->teacher, "t/ckpt") == 0 || strcmp(c->teacher, "own") == 0);
+    }
+    json_decref(root);
+    return rc;
+}
+
+static void test_config(void **st) {
+    (void)st;
+    const char *base = "data: {seq_len: 96, batch_size: 3, tokenizer: tok.json, sources: [{path: a.txt}]}\n"
+                       "teacher: {checkpoint: t/ckpt}\n";
+    char yaml[1024];
+    struct eval_config c;
+    snprintf(yaml, sizeof yaml, "%seval: {batches: 3, data: {seed: 5, sources: [{path: h.txt}]},"
+             " needle: {lengths: [128, 256], depths: [0.25]}}\n", base);
+    assert_int_equal(load(yaml, &c), 0);
+    assert_int_equal(c.data.seq_len, 96);          /* from data: */
+    assert_int_equal(c.data.batch_size, 3);
+    assert_string_equal(c.data.tokenizer, "tok.json");
+    assert_int_equal((int)c.data.seed, 5);
+    assert_float_equal(c.data.needle_share, 0.0, 0);
+    assert_string_equal(c.data.sources[0].path, "h.txt");
+    assert_int_equal(c.batches, 3);
+    assert_int_equal(c.needle.n_lengths, 2);
+    assert_int_equal(c.needle.lengths[1], 256);
+    assert_int_equal(c.needle.trials, 2);          /* default */
+    assert_float_equal(c.needle.depths[0], 0.25, 0);
+    eval_config_free(&c);
+    snprintf(yaml, sizeof yaml, "%seval: {teacher: own, data: {seq_len: 32, sources: [{path: h.txt}]}}\n", base);
+    assert_int_equal(load(yaml, &c), 0);
+    assert_int_equal(c.data.seq_len, 32);          /* its own wins */
+    assert_int_equal(c.needle.trials, 0);          /* no needle section: no grid */
+    eval_config_free(&c);
+    snprintf(yaml, sizeof yaml, "%seval: {teacher: \"\", data: {sources: [{path: h.txt}]}}\n", base);
+    assert_int_equal(load(yaml, &c), 0);
+    assert_null(c.teacher);
+    eval_config_free(&c);
+    snprintf(yaml, sizeof yaml, "%seval: {batches: 2}\n", base);
+    assert_int_equal(load(yaml, &c), SUSHI_EINVAL);
+    assert_non_null(strstr(sushi_last_error(), "eval.data: required"));
+    snprintf(yaml, sizeof yaml, "%seval: {data: {sources: [{path: h.txt}]}, needle: {lengths: [64], depths: [2]}}\n", base);
+    assert_int_equal(load(yaml, &c), SUSHI_EINVAL);
+    assert_non_null(strstr(sushi_last_error(), "eval.needle.depths[0]"));
+    snprintf(yaml, sizeof yaml, "%seval: {data: {sources: [{path: h.txt}]}, bogus: 1}\n", base);
+    assert_int_equal(load(yaml, &c), SUSHI_EINVAL);
+    assert_non_null(strstr(sushi_last_error(), "bogus"));
+    assert_int_equal(load(base, &c), SUSHI_EINVAL);
+    assert_non_null(strstr(sushi_last_error(), "eval"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompt_text),
         cmocka_unit_test(test_grid),
         cmocka_unit_test(test_sums),
         cmocka_unit_test(test_watch),
+        cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
