@@ -7,10 +7,11 @@ RandomState(10**6 + id). Scenarios here:
             1 (duplicate), 3: applied once each in id order; credits flow; acks only
             after the checkpoint they cover exists; checkpoint announcements and the
             "end" metrics on the events socket.
+  accum   - accum_steps 2: two batches per step in applied.tsv, acks on step edges.
   kd      - scored batches through the trainer's ROUTER: the first step's loss equals an
             independent PyTorch computation (tests/oracle/student_ref.py) from the
             step-0 checkpoint, and differs from cross-entropy alone; forward, reverse
-            and JSD at several temperatures, and alpha 0 (cross-entropy only).
+            and JSD at several temperatures, alpha 0 (cross-entropy only), document masking.
 Other files (test_trainer_resume.py, test_trainer_malformed.py,
 test_trainer_deepseek.py) import the helpers below.
 """
@@ -251,6 +252,35 @@ def test_direct(ctx):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_accum(ctx):
+    """accum_steps 2: two batches per optimizer step; checkpoints (and acks) on step edges."""
+    d = tmpdir()
+    try:
+        cfg, _ = run_config(d, direct=True, steps=2, save_every=1, window=4, extra_train={"accum_steps": 2})
+        loader = FakeLoader(ctx, d)
+        log = os.path.join(d, "trainer.log")
+        proc = spawn(["sushi-trainer", "--config", cfg], log)
+        try:
+            loader.wait_hello()
+            for id in [1, 0, 3, 2]:
+                loader.send_batch(id)
+            t0 = time.time()
+            while proc.poll() is None and time.time() - t0 < 30:
+                loader.poll()
+            finish(proc, log)
+            loader.poll(200)
+        finally:
+            stop(proc)
+        applied, losses = records(d)
+        want = ["%d\t%d\t%d,%d" % (step, id, 2 * id, 2 * id + 1) for step, id in [(1, 0), (1, 1), (2, 2), (2, 3)]]
+        assert applied == want, applied
+        assert [l.split("\t")[0] for l in losses] == ["1", "2"], losses
+        assert [a for a, _ in loader.acks] == [2, 4], loader.acks
+        print("accum: ok (%s)" % losses)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def read_safetensors(path):
     raw = open(path, "rb").read()
     n = int.from_bytes(raw[:8], "little")
@@ -281,20 +311,25 @@ def reference_loss(weights_dir, id, cfg, kd=True):
     model = student_ref.Student(c, tensors)
     b = make_batch(id)
     ids, lp, tail = teacher_topk(id, tr["kd"]["temperature"])
+    doc = torch.tensor(b["doc_ids"].astype(np.int64)) if m.get("doc_mask") else None
     inp = {"ids": torch.tensor(b["tokens"].astype(np.int64)), "targets": torch.tensor(b["targets"].astype(np.int64)),
-           "doc": None, "topk_ids": torch.tensor(ids.reshape(-1, K).astype(np.int64)),
+           "doc": doc, "topk_ids": torch.tensor(ids.reshape(-1, K).astype(np.int64)),
            "topk_lp": torch.tensor(lp.reshape(-1, K).astype(np.float64)),
            "tail": torch.tensor(tail.reshape(-1).astype(np.float64))}
     with torch.no_grad():
         return student_ref.loss_fn(model, inp, c).item()
 
 
-def test_kd(ctx, mode="forward", alpha=0.5, temperature=1.0, beta=0.5):
+def test_kd(ctx, mode="forward", alpha=0.5, temperature=1.0, beta=0.5, doc_mask=False):
     d = tmpdir()
     try:
         kd = {"alpha": alpha, "mode": mode, "temperature": temperature, "jsd_beta": beta}
         cfg, cfgd = run_config(d, direct=False, steps=3, save_every=2, window=4,
                                extra_train={"save_initial": True, "kd": kd})
+        if doc_mask:
+            cfgd["model"]["doc_mask"] = True
+            with open(cfg, "w") as f:
+                json.dump(cfgd, f, indent=1)
         loader = FakeLoader(ctx, d)
         teacher = ctx.socket(zmq.DEALER)
         teacher.setsockopt(zmq.LINGER, 0)
@@ -324,8 +359,8 @@ def test_kd(ctx, mode="forward", alpha=0.5, temperature=1.0, beta=0.5):
         got = float(losses[0].split("\t")[1])
         want = reference_loss(init, 0, cfgd, kd=True)
         ce = reference_loss(init, 0, cfgd, kd=False)
-        print("kd %s alpha %g T %g: first loss %.7f, PyTorch KD+CE %.7f, CE alone %.7f" %
-              (mode, alpha, temperature, got, want, ce))
+        print("kd %s alpha %g T %g%s: first loss %.7f, PyTorch KD+CE %.7f, CE alone %.7f" %
+              (mode, alpha, temperature, " doc mask" if doc_mask else "", got, want, ce))
         assert abs(got - want) <= 1e-4 * abs(want), (got, want)
         if alpha > 0:
             assert abs(want - ce) > 1e-2, (want, ce)
@@ -338,10 +373,12 @@ def main():
     ctx = zmq.Context()
     try:
         test_direct(ctx)
+        test_accum(ctx)
         test_kd(ctx)
         test_kd(ctx, mode="reverse", alpha=0.5, temperature=2.0)
         test_kd(ctx, mode="jsd", alpha=0.7, temperature=1.5, beta=0.3)
         test_kd(ctx, mode="forward", alpha=0.0)   # cross-entropy alone
+        test_kd(ctx, doc_mask=True)               # attention within documents, positions restart
     finally:
         ctx.destroy(0)
     print("ok")
