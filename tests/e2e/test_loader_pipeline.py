@@ -8,6 +8,7 @@ and teacher replicas), following common/transport/protocol.h:
   - a worker that goes silent has its in-flight batches re-sent to the other worker;
   - batches not applied within resend_after_ms are re-sent; in direct mode the trainer
     takes the batches itself, within its credit;
+  - a window across an epoch end: ids, meta.next and bytes of both epochs;
   - published metrics (sent, resent, inflight, acked) match what the peers saw; SIGTERM
     exits 0.
 The helpers here are shared with test_loader_restart.py."""
@@ -443,6 +444,42 @@ def resend_and_direct(ctx, d, cfg, ref):
     print("ok: direct mode and re-send after resend_after_ms")
 
 
+def epoch_boundary(ctx, d, cfg):
+    """The window crosses from epoch 0 into epoch 1: ids epoch << 40 | cursor, meta.next
+    of the epoch's last batch is epoch 1's first, bytes as --dump writes them."""
+    out = os.path.join(d, "dump-epochs")
+    r = subprocess.run([os.path.join(BIN, "sushi-loader"), "--config", cfg, "--dump", "80", out], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "--dump 80: %s" % r.stderr)
+    lines = [dict(kv.split("=") for kv in line.split()[1:]) for line in r.stdout.splitlines()]
+    n0 = sum(1 for x in lines if x["epoch"] == "0")
+    check(0 < n0 < 80 and lines[n0]["epoch"] == "1" and lines[n0]["cursor"] == "0",
+          "epoch 0 has %d batches (dump: %s)" % (n0, lines[n0] if n0 < len(lines) else None))
+    last, first1 = n0 - 1, 1 << 40
+    loader = Loader(ctx, d, cfg)
+    loader.start()
+    trainer = Peer(ctx, loader.endpoint, "trainer", "trainer", next=last, window=3, direct=1, credit=8)
+    try:
+        trainer.hello()
+        pump(loader, [trainer], 3, until=lambda: len(trainer.ids()) >= 3)
+        pump(loader, [trainer], 0.3)
+        check(trainer.ids() == [last, first1, first1 + 1], "across the epoch end: %s, expected %s" % (
+            trainer.ids(), [last, first1, first1 + 1]))
+        for (hdr, tensors), (epoch, cursor, nxt) in zip(trainer.batches, [(0, last, first1), (1, 0, first1 + 1),
+                                                                           (1, 1, first1 + 2)]):
+            check(hdr["epoch"] == epoch and hdr["cursor"] == cursor and hdr["meta"]["next"] == nxt,
+                  "batch %d: epoch %d cursor %d next %s" % (hdr["id"], hdr["epoch"], hdr["cursor"], hdr["meta"]["next"]))
+            want, _ = read_safetensors(os.path.join(out, "batch-%04d-%010d.safetensors" % (epoch, cursor)))
+            for name, arr in want.items():
+                check(np.array_equal(tensors[name], arr), "batch %d %s differs from --dump" % (hdr["id"], name))
+        check(loader.stop() == 0, "SIGTERM: exit code")
+    finally:
+        loader.stop()
+        trainer.close()
+        loader.sub.close(0)
+    print("ok: the window crosses into epoch 1 (epoch 0 has %d batches)" % n0)
+
+
 def main():
     d, cfg, ref, ctx = setup()
     try:
@@ -450,6 +487,7 @@ def main():
         rewind(ctx, d, cfg, ref)
         silent_worker(ctx, d, cfg, ref)
         resend_and_direct(ctx, d, cfg, ref)
+        epoch_boundary(ctx, d, cfg)
     finally:
         ctx.destroy(linger=0)
         shutil.rmtree(d, ignore_errors=True)
