@@ -198,7 +198,21 @@ static void sup_summary(const struct sup_pipeline *p, struct sup_phase_run *runs
     fflush(f);
 }
 
-static int sup_promote(const struct sup_phase *ph) {
+/* After a rename, an announced checkpoint under `from` lives under `to`. */
+static void sup_rename_checkpoints(struct sup_report *r, const char *from, const char *to) {
+    size_t n = strlen(from);
+    for (int i = 0; i < r->ncheckpoints; i++) {
+        const char *c = r->checkpoints[i];
+        if (strncmp(c, from, n) || (c[n] && c[n] != '/')) continue;
+        char *moved = malloc(strlen(to) + strlen(c + n) + 1);
+        if (!moved) continue;
+        sprintf(moved, "%s%s", to, c + n);
+        free(r->checkpoints[i]);
+        r->checkpoints[i] = moved;
+    }
+}
+
+static int sup_promote(const struct sup_phase *ph, struct sup_report *r) {
     if (!ph->promote_from) return SUSHI_OK;
     if (!fs_exists(ph->promote_from))
         return sushi_error(SUSHI_ENOTFOUND, "phase %s: promote.from %s: missing after the phase", ph->name,
@@ -207,6 +221,7 @@ static int sup_promote(const struct sup_phase *ph) {
         return sushi_error(SUSHI_EIO, "phase %s: rename %s -> %s: %s", ph->name, ph->promote_from, ph->promote_to,
                            strerror(errno));
     log_info("phase %s: %s is now %s", ph->name, ph->promote_from, ph->promote_to);
+    sup_rename_checkpoints(r, ph->promote_from, ph->promote_to);
     return SUSHI_OK;
 }
 
@@ -249,7 +264,7 @@ static int sup_run(const struct sup_pipeline *p, struct sup_phase_run *runs, int
         else if (pr->result == SUP_PHASE_FAILED) {
             log_error("phase %s failed: %s", ph->name, pr->message);
             status = 1;
-        } else if (sup_promote(ph)) {
+        } else if (sup_promote(ph, r)) {
             snprintf(pr->message, sizeof pr->message, "%s", sushi_last_error());
             pr->result = SUP_PHASE_FAILED;
             log_error("%s", pr->message);
