@@ -222,11 +222,29 @@ static int sup_promote(const struct sup_phase *ph, struct sup_report *r) {
                            strerror(errno));
     log_info("phase %s: %s is now %s", ph->name, ph->promote_from, ph->promote_to);
     sup_rename_checkpoints(r, ph->promote_from, ph->promote_to);
+    for (int i = 0; i < ph->npromote_copy; i++) {
+        const char *src = ph->promote_copy[i], *base = strrchr(src, '/');
+        char dst[PATH_MAX + 256], *buf = NULL;
+        size_t n = 0;
+        snprintf(dst, sizeof dst, "%s/%s", ph->promote_to, base ? base + 1 : src);
+        int rc = fs_read_all(src, &buf, &n);
+        if (!rc) rc = fs_write_atomic(dst, buf, n);
+        free(buf);
+        if (rc) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", sushi_last_error());
+            return sushi_error(rc, "phase %s: promote.copy %s -> %s: %s", ph->name, src, dst, msg);
+        }
+        log_info("phase %s: copied %s into %s", ph->name, src, ph->promote_to);
+    }
     return SUSHI_OK;
 }
 
-/* Runs the phases; returns the exit status. */
-static int sup_run(const struct sup_pipeline *p, struct sup_phase_run *runs, int *nruns, struct sup_report *r) {
+/* Runs the phases; returns the exit status. Each phase comes from the file loaded again
+ * as it starts (phase_p[i], kept for the summary): { json, key } vars then see what
+ * earlier phases wrote. */
+static int sup_run(const struct sup_args *a, const char *bindir, const struct sup_pipeline *p,
+                   struct sup_pipeline **phase_p, struct sup_phase_run *runs, int *nruns, struct sup_report *r) {
     char logs[PATH_MAX + 16];
     snprintf(logs, sizeof logs, "%s/logs", p->run_dir);
     int rc = fs_mkdir_p(logs, 0755);
@@ -249,8 +267,18 @@ static int sup_run(const struct sup_pipeline *p, struct sup_phase_run *runs, int
              p->nphases == 1 ? "" : "s", p->run_dir, p->sub_endpoint);
     int status = 0;
     for (int i = 0; i < p->nphases && !status; i++) {
-        const struct sup_phase *ph = &p->phases[i];
         struct sup_phase_run *pr = &runs[(*nruns)++];
+        struct sup_pipeline *pp = phase_p[i] = calloc(1, sizeof *pp);
+        if (!pp || sup_pipeline_load(a->file, a->overrides, a->noverrides, bindir, i, pp)) {
+            memset(pr, 0, sizeof *pr);
+            pr->phase = &p->phases[i];
+            pr->result = SUP_PHASE_FAILED;
+            snprintf(pr->message, sizeof pr->message, "%s", pp ? sushi_last_error() : "out of memory");
+            log_error("phase %s cannot start: %s", pr->phase->name, pr->message);
+            status = 1;
+            break;
+        }
+        const struct sup_phase *ph = &pp->phases[i];
         if (ph->skip_if_exists && fs_exists(ph->skip_if_exists)) {
             memset(pr, 0, sizeof *pr);
             pr->phase = ph;
@@ -259,7 +287,7 @@ static int sup_run(const struct sup_pipeline *p, struct sup_phase_run *runs, int
             continue;
         }
         log_info("phase %s: starting %d stage%s", ph->name, ph->nstages, ph->nstages == 1 ? "" : "s");
-        sup_phase_run(p, ph, sub, r, pr);
+        sup_phase_run(pp, ph, sub, r, pr);
         if (pr->result == SUP_PHASE_INTERRUPTED) status = sup_stop_signal() == SIGINT ? 130 : 143;
         else if (pr->result == SUP_PHASE_FAILED) {
             log_error("phase %s failed: %s", ph->name, pr->message);
@@ -291,7 +319,7 @@ int main(int argc, char **argv) {
     char bindir[PATH_MAX];
     static struct sup_pipeline p;
     if ((rc = sup_bindir(bindir, sizeof bindir)) ||
-        (rc = sup_pipeline_load(a.file, a.overrides, a.noverrides, bindir, &p))) {
+        (rc = sup_pipeline_load(a.file, a.overrides, a.noverrides, bindir, -1, &p))) {
         log_error("%s", sushi_last_error());
         return 2;
     }
@@ -317,11 +345,16 @@ int main(int argc, char **argv) {
     int nruns = 0;
     double t0 = sup_now();
     time_t wall0 = time(NULL);
-    int status = sup_run(&p, runs, &nruns, &r);
+    struct sup_pipeline *phase_p[SUP_MAX_PHASES] = {0};
+    int status = sup_run(&a, bindir, &p, phase_p, runs, &nruns, &r);
     sup_report_load_results(&r, p.results, (double)wall0);
     if (nruns) sup_summary(&p, runs, nruns, &r, sup_now() - t0);
     sup_report_free(&r);
     free(runs);
+    for (int i = 0; i < SUP_MAX_PHASES; i++) {
+        sup_pipeline_free(phase_p[i]);
+        free(phase_p[i]);
+    }
     sup_pipeline_free(&p);
     return status;
 }

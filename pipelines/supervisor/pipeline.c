@@ -12,13 +12,16 @@
  *     phases:
  *       - name: distill
  *         skip_if_exists: "${run}/done"
- *         promote: { from: "${run}/tmp", to: "${run}/final" }   # rename after success
+ *         promote: { from: "${run}/tmp", to: "${run}/final", copy: [ FILE ] }  # rename, copy in
  *         stages:
  *           - { name: trainer, program: trainer, args: [--config, "${config}", "${common}"],
  *               main: true, replicas: 1, console: false, ready: heartbeat, env: { K: v } }
  *
  * A var's value is a string, a number or a list; "${x}" as a whole argument with a list
- * value becomes one argument per element. Vars may use other vars; "$$" is a "$". */
+ * value becomes one argument per element. Vars may use other vars; "$$" is a "$". A var
+ * { json: FILE, key: a.b } is the value at that key of a JSON file, read when the phase
+ * using it starts (an earlier phase may write FILE; until then --print-commands shows
+ * "<KEY of FILE>"), e.g. { json: "${teacher}/config.json", key: vocab_size }. */
 #include "pipelines/supervisor/supervisor.h"
 
 #include <stdlib.h>
@@ -26,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/config/config.h"
+#include "common/core/fsutil.h"
 #include "common/core/log.h"
 
 #define SUP_MAX_DEPTH 16
@@ -33,6 +37,7 @@
 struct sup_ctx {
     const char *file;
     const json_t *vars;
+    int strict;             /* a { json, key } var whose file is missing is an error (else a placeholder) */
 };
 
 /* A growing string. */
@@ -57,6 +62,40 @@ static int sb_add(struct sbuf *b, const char *s, size_t n) {
 
 static int sup_expand_into(const struct sup_ctx *c, const char *in, const char *where, int depth, struct sbuf *b);
 
+/* A var { json: FILE, key: a.b.c }: the value at that path of a JSON file, read when the
+ * phase that uses it starts (an earlier phase may write the file). */
+static int sup_expand_json_var(const struct sup_ctx *c, const json_t *v, const char *name, const char *where,
+                               int depth, struct sbuf *b) {
+    const char *file = json_string_value(json_object_get(v, "json"));
+    const char *key = json_string_value(json_object_get(v, "key"));
+    if (!file || !key || json_object_size(v) != 2)
+        return sushi_error(SUSHI_EINVAL, "%s: pipeline.vars.%s: a map var must be { json: FILE, key: PATH }",
+                           c->file, name);
+    struct sbuf pb = {0};
+    int rc = sup_expand_into(c, file, where, depth + 1, &pb);
+    if (rc) {
+        free(pb.s);
+        return rc;
+    }
+    char text[512];
+    json_error_t err;
+    json_t *j = fs_exists(pb.s) ? json_load_file(pb.s, 0, &err) : NULL;
+    const json_t *x = j ? ju_get_path(j, key) : NULL;
+    if (json_is_integer(x)) snprintf(text, sizeof text, "%lld", (long long)json_integer_value(x));
+    else if (json_is_real(x)) snprintf(text, sizeof text, "%.9g", json_real_value(x));
+    else if (json_is_string(x)) snprintf(text, sizeof text, "%s", json_string_value(x));
+    else if (!fs_exists(pb.s) && !c->strict) snprintf(text, sizeof text, "<%s of %s>", key, pb.s);
+    else if (!fs_exists(pb.s))
+        rc = sushi_error(SUSHI_ENOTFOUND, "%s: %s: ${%s}: %s: missing", c->file, where, name, pb.s);
+    else if (!j) rc = sushi_error(SUSHI_EFORMAT, "%s: %s: ${%s}: %s: %s", c->file, where, name, pb.s, err.text);
+    else
+        rc = sushi_error(SUSHI_EFORMAT, "%s: %s: ${%s}: %s: %s: no number or string there", c->file, where, name,
+                         pb.s, key);
+    json_decref(j);
+    free(pb.s);
+    return rc ? rc : sb_add(b, text, strlen(text));
+}
+
 /* A scalar var value as text, expanded in turn. */
 static int sup_expand_value(const struct sup_ctx *c, const json_t *v, const char *name, const char *where, int depth,
                             struct sbuf *b) {
@@ -65,6 +104,7 @@ static int sup_expand_value(const struct sup_ctx *c, const json_t *v, const char
     if (json_is_integer(v)) snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
     else if (json_is_real(v)) snprintf(num, sizeof num, "%.9g", json_real_value(v));
     else if (json_is_boolean(v)) snprintf(num, sizeof num, "%s", json_is_true(v) ? "true" : "false");
+    else if (json_is_object(v)) return sup_expand_json_var(c, v, name, where, depth, b);
     else
         return sushi_error(SUSHI_EINVAL, "%s: %s: ${%s} is a %s, usable only as a whole argument", c->file, where,
                            name, json_is_array(v) ? "list" : "map or null");
@@ -288,7 +328,7 @@ static int sup_phase_load(const struct sup_ctx *c, const json_t *j, const char *
     json_t *promote = NULL;
     if ((rc = ju_object(j, w, "promote", 0, &promote))) return rc;
     if (promote) {
-        static const char *const pkeys[] = {"from", "to", NULL};
+        static const char *const pkeys[] = {"from", "to", "copy", NULL};
         char pp[256];
         snprintf(pp, sizeof pp, "%s.promote", path);
         struct ju_where pw = {c->file, pp};
@@ -296,6 +336,16 @@ static int sup_phase_load(const struct sup_ctx *c, const json_t *j, const char *
             (rc = sup_string_field(c, promote, pp, "from", 1, &ph->promote_from)) ||
             (rc = sup_string_field(c, promote, pp, "to", 1, &ph->promote_to)))
             return rc;
+        const json_t *copy = json_object_get(promote, "copy");
+        if (copy && !json_is_null(copy) && !json_is_array(copy))
+            return sushi_error(SUSHI_EINVAL, "%s: %s.copy: expected a list of files", c->file, pp);
+        for (size_t i = 0; copy && i < json_array_size(copy); i++) {
+            char cw[300], *f = NULL;
+            snprintf(cw, sizeof cw, "%s.copy[%zu]", pp, i);
+            if ((rc = sup_scalar_arg(c, json_array_get(copy, i), cw, &f)) ||
+                (rc = sup_push(&ph->promote_copy, &ph->npromote_copy, f)))
+                return rc;
+        }
     }
     const json_t *stages = json_object_get(j, "stages");
     if (!json_is_array(stages) || json_array_size(stages) == 0 || json_array_size(stages) > SUP_MAX_STAGES)
@@ -338,7 +388,7 @@ static int sup_double_field(const struct sup_ctx *c, const json_t *obj, const ch
     return rc;
 }
 
-static int sup_pipeline_from_json(const struct sup_ctx *c, const json_t *pj, const char *bindir,
+static int sup_pipeline_from_json(const struct sup_ctx *c, const json_t *pj, const char *bindir, int strict_phase,
                                   struct sup_pipeline *p) {
     static const char *const keys[] = {"name", "description", "vars", "run_dir", "publish", "results",
                                        "start_timeout_s", "stop_grace_s", "max_restarts", "backoff", "phases", NULL};
@@ -402,7 +452,9 @@ static int sup_pipeline_from_json(const struct sup_ctx *c, const json_t *pj, con
         int ninsts = 0;
         snprintf(path, sizeof path, "pipeline.phases[%zu]", i);
         struct sup_phase *ph = &p->phases[p->nphases++];
-        if ((rc = sup_phase_load(c, json_array_get(phases, i), path, bindir, max_restarts, ph, &ninsts)))
+        struct sup_ctx pc = *c;
+        pc.strict = (int)i == strict_phase;
+        if ((rc = sup_phase_load(&pc, json_array_get(phases, i), path, bindir, max_restarts, ph, &ninsts)))
             return rc;
         for (int k = 0; k < p->nphases - 1; k++)
             if (!strcmp(p->phases[k].name, ph->name))
@@ -412,7 +464,7 @@ static int sup_pipeline_from_json(const struct sup_ctx *c, const json_t *pj, con
 }
 
 int sup_pipeline_load(const char *path, const char *const *overrides, int noverrides, const char *bindir,
-                      struct sup_pipeline *out) {
+                      int strict_phase, struct sup_pipeline *out) {
     if (!path || !bindir || !out || (noverrides && !overrides))
         return sushi_error(SUSHI_EINVAL, "sup_pipeline_load: bad argument");
     memset(out, 0, sizeof *out);
@@ -438,8 +490,8 @@ int sup_pipeline_load(const char *path, const char *const *overrides, int noverr
     if (!rc && vars && !json_is_object(vars))
         rc = sushi_error(SUSHI_EINVAL, "%s: pipeline.vars: expected a map NAME: value", path);
     json_t *empty = json_object();
-    struct sup_ctx c = {path, vars ? vars : empty};
-    if (!rc) rc = sup_pipeline_from_json(&c, pj, bindir, out);
+    struct sup_ctx c = {path, vars ? vars : empty, 0};
+    if (!rc) rc = sup_pipeline_from_json(&c, pj, bindir, strict_phase, out);
     json_decref(empty);
     json_decref(root);
     if (rc) {
@@ -468,6 +520,7 @@ void sup_pipeline_free(struct sup_pipeline *p) {
         free(ph->skip_if_exists);
         free(ph->promote_from);
         free(ph->promote_to);
+        sup_free_list(ph->promote_copy);
     }
     free(p->run_dir);
     free(p->publish);

@@ -43,6 +43,8 @@ struct sup_phase {
     char *skip_if_exists;   /* NULL, or a path whose existence skips the phase */
     char *promote_from;     /* NULL, or rename promote_from -> promote_to after success */
     char *promote_to;
+    char **promote_copy;    /* files copied into promote_to after the rename; NULL-terminated */
+    int npromote_copy;
     int nstages;
     struct sup_stage stages[SUP_MAX_STAGES];
 };
@@ -64,9 +66,11 @@ struct sup_pipeline {
 
 /* Loads and validates a pipeline file; overrides are "vars.NAME=value" or
  * "key.path=value" (relative to `pipeline:`, or starting with "pipeline."). `bindir`
- * is where sushi-NAME programs are looked up. Every error names the file and field. */
+ * is where sushi-NAME programs are looked up. In phase `strict_phase` (-1: none) a
+ * { json, key } var must resolve; elsewhere a missing file gives a placeholder. Every
+ * error names the file and field. */
 int sup_pipeline_load(const char *path, const char *const *overrides, int noverrides, const char *bindir,
-                      struct sup_pipeline *out);
+                      int strict_phase, struct sup_pipeline *out);
 void sup_pipeline_free(struct sup_pipeline *p);
 /* One shell-quoted command line (no newline) into f. */
 void sup_print_command(FILE *f, const struct sup_stage *s);

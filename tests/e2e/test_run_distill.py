@@ -89,6 +89,9 @@ def setup(d):
     subprocess.run([sys.executable, ORACLE, "tokenizer", os.path.join(d, "tok.json")], check=True)
     subprocess.run([sys.executable, ORACLE, "write", os.path.join(d, "teacher"), "v2", "3", "--vocab", "257"],
                    check=True, stdout=subprocess.DEVNULL)
+    # like an HF checkpoint directory, the teacher carries its tokenizer (the pipeline uses it)
+    with open(os.path.join(d, "tok.json")) as src, open(os.path.join(d, "teacher", "tokenizer.json"), "w") as dst:
+        dst.write(src.read())
     with open(os.path.join(d, "run.yaml"), "w") as f:
         f.write(CONFIG.format(d=d, T=T, B=B, steps=STEPS, corpus=CORPUS, heldout=HELDOUT))
 
