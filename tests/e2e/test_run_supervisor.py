@@ -295,12 +295,59 @@ def test_sigterm(d):
     print("ok SIGTERM stops everything in %.1f s, no orphans" % took)
 
 
+def test_phases(d):
+    """phases in order: promote (rename + copy), a { json, key } var read when its phase
+    starts (written by the phase before), skip_if_exists; a var whose file is still
+    missing when its phase starts fails the run naming the field"""
+    write(d, "extra.txt", "tokenizer bytes\n")
+    p = write(d, "ph.yaml", """pipeline:
+  name: phases
+  vars:
+    run: %s
+    vocab: { json: "${run}/final/config.json", key: model.vocab_size }
+  phases:
+    - name: make
+      promote: { from: "${run}/tmp", to: "${run}/final", copy: [ "${run}/extra.txt" ] }
+      stages:
+        - { name: writer, program: /bin/sh, main: true, ready: start,
+            args: [-c, "mkdir -p ${run}/tmp && echo '{\\"model\\": {\\"vocab_size\\": 321}}' > ${run}/tmp/config.json"] }
+    - name: use
+      skip_if_exists: "${run}/never"
+      stages:
+        - { name: reader, program: /bin/sh, main: true, ready: start, args: [-c, "echo $$1 > ${run}/got.txt", sh, "${vocab}"] }
+    - name: again
+      skip_if_exists: "${run}/final/config.json"
+      stages:
+        - { name: never, program: /bin/false, main: true, ready: start }
+""" % d)
+    r = sushi_run([p, "--print-commands"])
+    out = r.stdout.decode()
+    assert r.returncode == 0 and "sh '<model.vocab_size of %s/final/config.json>'" % d in out, out
+    r = sushi_run([p])
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    assert open(d + "/got.txt").read() == "321\n", open(d + "/got.txt").read()
+    assert open(d + "/final/extra.txt").read() == "tokenizer bytes\n"
+    assert not os.path.exists(d + "/tmp") and os.path.exists(d + "/final/config.json")
+    assert "phase again" in out and "skipped (%s/final/config.json exists)" % d in out, out
+    assert "phase use" in out and "  reader       restarts 0  exit 0" in out, out
+    # the same pipeline again: the json file is gone before the phase that reads it
+    subprocess.run(["rm", "-rf", d + "/final", d + "/tmp", d + "/logs", d + "/supervisor.json"])
+    p2 = write(d, "ph2.yaml", open(p).read().replace("mkdir -p ${run}/tmp &&", "mkdir -p ${run}/tmp; true ||"))
+    r = sushi_run([p2])
+    out = r.stdout.decode()
+    assert r.returncode == 1, out
+    assert ("phase use cannot start: %s: pipeline.phases[1].stages[0].args[3]: ${vocab}: %s/final/config.json: "
+            "missing" % (p2, d)) in out, out
+    print("ok phases: promote, copy, json vars at phase start, skip_if_exists")
+
+
 def main():
     for p in (RUN, MONITOR):
         if not os.path.exists(p):
             print("skip: %s is not built" % p)
             sys.exit(77)
-    tests = [test_print_commands, test_bad_files, test_backoff_and_max_restarts, test_recover, test_start_timeout,
+    tests = [test_print_commands, test_bad_files, test_phases, test_backoff_and_max_restarts, test_recover, test_start_timeout,
              test_sigterm]
     only = sys.argv[1:]
     for t in tests:
