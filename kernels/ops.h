@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "common/core/dtype.h"
 
 
@@ -164,6 +166,9 @@ const struct ops *ops_cpu(void);
 const struct ops *ops_cuda(void);
 /* "cpu", "cuda" or "auto" (CUDA when usable, else CPU). NULL on an unknown name. */
 const struct ops *ops_by_name(const char *name);
+/* Adds the backend's memory (mem_allocated_bytes, mem_peak_bytes, device_mem_free/total_bytes)
+ * and, on a GPU with NVML, utilisation (gpu_util_pct, gpu_mem_used_bytes, ...) to meta. */
+int ops_device_metrics(const struct ops *ops, json_t *meta);
 
 /* Threads the CPU backend uses (default: online cores, or SUSHI_THREADS). */
 void ops_cpu_set_threads(int n);

@@ -259,6 +259,7 @@ static int metrics(struct pipe *p, const char *event) {
     json_object_set_new(meta, "step_time_s", json_real(p->step_time_s));
     json_object_set_new(meta, "queue_reorder", json_integer(p->ro.held));
     json_object_set_new(meta, "bad_messages", json_integer((json_int_t)bad_total(p)));
+    ops_device_metrics(p->m.ops, meta);
     if (event) json_object_set_new(meta, "event", json_string(event));
     printf("step %5d/%d  loss %.4f  lr %.3e  norm %.3f  %.0f tok/s  step %.3f s  stall %.1f s  reorder %d  bad %llu%s%s\n",
            p->opt.step, p->tc->steps, p->last_loss, p->opt.last_lr, p->opt.last_norm, tps, p->step_time_s,

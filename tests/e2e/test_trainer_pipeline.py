@@ -247,6 +247,9 @@ def test_direct(ctx):
                     "bad_messages"]:
             assert key in end[0]["meta"], (key, end[0])
         assert end[0]["meta"]["bad_messages"] == 0, end[0]
+        # backend memory: the model's buffers are allocated and the peak covers them
+        mem = end[0]["meta"]
+        assert mem["mem_allocated_bytes"] > 0 and mem["mem_peak_bytes"] >= mem["mem_allocated_bytes"], mem
         print("direct: ok (applied 0..3 once in order, acks %s)" % [a for a, _ in loader.acks])
     finally:
         shutil.rmtree(d, ignore_errors=True)
