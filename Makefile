@@ -64,6 +64,8 @@ lib_file = $(BUILD)/lib/libsushi_$(1).a
 libs_of  = $(shell sed -n 's|^// libs: *||p' $(1) | head -1)
 # `// ldlibs: -lfoo` on the first lines: external libraries only that program links
 ldlibs_of = $(shell sed -n 's|^// ldlibs: *||p' $(1) | head -1)
+# `// srcs: services/x/y.c` on the first lines of a test: service files it compiles in too
+srcs_of = $(shell sed -n 's|^// srcs: *||p' $(1) | head -1)
 libs_in_order = $(filter $(1),$(LIBS_ALL))
 link_libs = $(foreach l,$(call libs_in_order,$(1)),$(call lib_file,$(l))) \
             $(foreach l,$(call libs_in_order,$(1)),$(EXT_$(l)))
@@ -109,7 +111,7 @@ $(eval $(call prog_rule,$(BUILD)/bin/sushi,tools/sushi.c))
 $(foreach t,$(TOOLS),$(eval $(call prog_rule,$(BUILD)/bin/sushi-$(t),tools/$(t)/main.c $(filter-out tools/$(t)/main.c,$(wildcard tools/$(t)/*.c)))))
 $(foreach s,$(SERVICES),$(eval $(call prog_rule,$(BUILD)/bin/sushi-$(s),services/$(s)/main.c $(filter-out services/$(s)/main.c,$(wildcard services/$(s)/*.c)))))
 $(if $(wildcard pipelines/supervisor/main.c),$(eval $(call prog_rule,$(BUILD)/bin/sushi-run,pipelines/supervisor/main.c $(filter-out pipelines/supervisor/main.c,$(wildcard pipelines/supervisor/*.c)))))
-$(foreach t,$(TESTS),$(eval $(call prog_rule,$(t),tests/unit/$(notdir $(t)).c,-lcmocka)))
+$(foreach t,$(TESTS),$(eval $(call prog_rule,$(t),tests/unit/$(notdir $(t)).c $(call srcs_of,tests/unit/$(notdir $(t)).c),-lcmocka)))
 $(foreach b,$(BENCHES),$(eval $(call prog_rule,$(b),bench/$(notdir $(b)).c)))
 
 # Dependencies: installed by scripts/install-deps.sh when something is missing.
