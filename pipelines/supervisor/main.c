@@ -157,61 +157,6 @@ static int sup_check_alone(const struct sup_pipeline *p) {
     return SUSHI_OK;
 }
 
-static void sup_summary(const struct sup_pipeline *p, struct sup_phase_run *runs, int nruns, struct sup_report *r,
-                        double total_s) {
-    FILE *f = stdout;
-    fprintf(f, "\n== sushi-run %s: summary (%.1f s) ==\n", p->name, total_s);
-    for (int i = 0; i < nruns; i++) {
-        struct sup_phase_run *pr = &runs[i];
-        static const char *const res[] = {"completed", "FAILED", "interrupted"};
-        if (pr->skipped) {
-            fprintf(f, "phase %-18s skipped (%s exists)\n", pr->phase->name, pr->phase->skip_if_exists);
-            continue;
-        }
-        fprintf(f, "phase %-18s %s in %.1f s%s%s\n", pr->phase->name, res[pr->result], pr->t_end - pr->t_start,
-                pr->message[0] ? ": " : "", pr->message);
-        for (int k = 0; k < pr->ninsts; k++) {
-            struct sup_inst *in = &pr->insts[k];
-            char st[96];
-            double dur = in->t_first_start > 0 ? (in->t_end > 0 ? in->t_end : pr->t_end) - in->t_first_start : 0;
-            fprintf(f, "  %-12s restarts %d  %-22s %7.1f s%s\n", in->name, in->restarts,
-                    sup_status_text(in->last_status, st, sizeof st), dur, in->stage->main ? "  (main)" : "");
-        }
-    }
-    if (r->last_eval) {
-        const json_t *e = r->last_eval;
-        json_t *v;
-        v = json_object_get(e, "step");
-        fprintf(f, "last eval (%s, step %.0f):", r->last_eval_stage, json_is_number(v) ? json_number_value(v) : -1.0);
-        static const char *const keys[][2] = {{"ppl", "student ppl"}, {"teacher_ppl", "teacher ppl"},
-                                              {"top1_agreement", "top-1 agreement"}, {"kd_loss", "kd loss"},
-                                              {"needle_accuracy", "passkey accuracy"}};
-        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
-            if (json_is_number(v = json_object_get(e, keys[k][0])))
-                fprintf(f, "  %s %.4f", keys[k][1], json_number_value(v));
-        const char *ck = json_string_value(json_object_get(e, "checkpoint"));
-        fprintf(f, "%s%s\n", ck ? "  of " : "", ck ? ck : "");
-    } else fprintf(f, "last eval: none received\n");
-    for (int i = 0; i < r->ncheckpoints; i++) fprintf(f, "checkpoint: %s\n", r->checkpoints[i]);
-    if (!r->ncheckpoints) fprintf(f, "checkpoints: none announced\n");
-    fprintf(f, "logs: %s/logs/\n", p->run_dir);
-    fflush(f);
-}
-
-/* After a rename, an announced checkpoint under `from` lives under `to`. */
-static void sup_rename_checkpoints(struct sup_report *r, const char *from, const char *to) {
-    size_t n = strlen(from);
-    for (int i = 0; i < r->ncheckpoints; i++) {
-        const char *c = r->checkpoints[i];
-        if (strncmp(c, from, n) || (c[n] && c[n] != '/')) continue;
-        char *moved = malloc(strlen(to) + strlen(c + n) + 1);
-        if (!moved) continue;
-        sprintf(moved, "%s%s", to, c + n);
-        free(r->checkpoints[i]);
-        r->checkpoints[i] = moved;
-    }
-}
-
 static int sup_promote(const struct sup_phase *ph, struct sup_report *r) {
     if (!ph->promote_from) return SUSHI_OK;
     if (!fs_exists(ph->promote_from))
@@ -221,7 +166,7 @@ static int sup_promote(const struct sup_phase *ph, struct sup_report *r) {
         return sushi_error(SUSHI_EIO, "phase %s: rename %s -> %s: %s", ph->name, ph->promote_from, ph->promote_to,
                            strerror(errno));
     log_info("phase %s: %s is now %s", ph->name, ph->promote_from, ph->promote_to);
-    sup_rename_checkpoints(r, ph->promote_from, ph->promote_to);
+    sup_report_rename_checkpoints(r, ph->promote_from, ph->promote_to);
     for (int i = 0; i < ph->npromote_copy; i++) {
         const char *src = ph->promote_copy[i], *base = strrchr(src, '/');
         char dst[PATH_MAX + 256], *buf = NULL;
@@ -348,7 +293,7 @@ int main(int argc, char **argv) {
     struct sup_pipeline *phase_p[SUP_MAX_PHASES] = {0};
     int status = sup_run(&a, bindir, &p, phase_p, runs, &nruns, &r);
     sup_report_load_results(&r, p.results, (double)wall0);
-    if (nruns) sup_summary(&p, runs, nruns, &r, sup_now() - t0);
+    if (nruns) sup_report_summary(&p, runs, nruns, &r, sup_now() - t0);
     sup_report_free(&r);
     free(runs);
     for (int i = 0; i < SUP_MAX_PHASES; i++) {

@@ -1,7 +1,8 @@
 /* What the supervisor hears on its SUB socket and what it tells: hello/heartbeat make a
  * stage instance ready; trainer metrics become progress lines (when no stage has the
  * console); eval results and checkpoint announcements are kept for the summary;
- * RUN/supervisor.json holds every instance's pid and restart count at all times. */
+ * RUN/supervisor.json holds every instance's pid and restart count at all times; the
+ * summary at the end. */
 #include "pipelines/supervisor/supervisor.h"
 
 #include <stdlib.h>
@@ -170,4 +171,59 @@ int sup_report_write_state(const struct sup_pipeline *p, const char *phase, cons
     int rc = fs_write_atomic(path, text, n + 1);
     free(text);
     return rc;
+}
+
+/* After a rename, an announced checkpoint under `from` lives under `to`. */
+void sup_report_rename_checkpoints(struct sup_report *r, const char *from, const char *to) {
+    size_t n = strlen(from);
+    for (int i = 0; i < r->ncheckpoints; i++) {
+        const char *c = r->checkpoints[i];
+        if (strncmp(c, from, n) || (c[n] && c[n] != '/')) continue;
+        char *moved = malloc(strlen(to) + strlen(c + n) + 1);
+        if (!moved) continue;
+        sprintf(moved, "%s%s", to, c + n);
+        free(r->checkpoints[i]);
+        r->checkpoints[i] = moved;
+    }
+}
+
+void sup_report_summary(const struct sup_pipeline *p, struct sup_phase_run *runs, int nruns, struct sup_report *r,
+                        double total_s) {
+    FILE *f = stdout;
+    fprintf(f, "\n== sushi-run %s: summary (%.1f s) ==\n", p->name, total_s);
+    for (int i = 0; i < nruns; i++) {
+        struct sup_phase_run *pr = &runs[i];
+        static const char *const res[] = {"completed", "FAILED", "interrupted"};
+        if (pr->skipped) {
+            fprintf(f, "phase %-18s skipped (%s exists)\n", pr->phase->name, pr->phase->skip_if_exists);
+            continue;
+        }
+        fprintf(f, "phase %-18s %s in %.1f s%s%s\n", pr->phase->name, res[pr->result], pr->t_end - pr->t_start,
+                pr->message[0] ? ": " : "", pr->message);
+        for (int k = 0; k < pr->ninsts; k++) {
+            struct sup_inst *in = &pr->insts[k];
+            char st[96];
+            double dur = in->t_first_start > 0 ? (in->t_end > 0 ? in->t_end : pr->t_end) - in->t_first_start : 0;
+            fprintf(f, "  %-12s restarts %d  %-22s %7.1f s%s\n", in->name, in->restarts,
+                    sup_status_text(in->last_status, st, sizeof st), dur, in->stage->main ? "  (main)" : "");
+        }
+    }
+    if (r->last_eval) {
+        const json_t *e = r->last_eval;
+        json_t *v;
+        v = json_object_get(e, "step");
+        fprintf(f, "last eval (%s, step %.0f):", r->last_eval_stage, json_is_number(v) ? json_number_value(v) : -1.0);
+        static const char *const keys[][2] = {{"ppl", "student ppl"}, {"teacher_ppl", "teacher ppl"},
+                                              {"top1_agreement", "top-1 agreement"}, {"kd_loss", "kd loss"},
+                                              {"needle_accuracy", "passkey accuracy"}};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            if (json_is_number(v = json_object_get(e, keys[k][0])))
+                fprintf(f, "  %s %.4f", keys[k][1], json_number_value(v));
+        const char *ck = json_string_value(json_object_get(e, "checkpoint"));
+        fprintf(f, "%s%s\n", ck ? "  of " : "", ck ? ck : "");
+    } else fprintf(f, "last eval: none received\n");
+    for (int i = 0; i < r->ncheckpoints; i++) fprintf(f, "checkpoint: %s\n", r->checkpoints[i]);
+    if (!r->ncheckpoints) fprintf(f, "checkpoints: none announced\n");
+    fprintf(f, "logs: %s/logs/\n", p->run_dir);
+    fflush(f);
 }

@@ -132,6 +132,7 @@ int sup_report_write_state(const struct sup_pipeline *p, const char *phase, cons
                            int ninsts);
 
 /* ---- one phase (phase.c) ---- */
+struct sup_phase_run;
 
 enum sup_phase_result { SUP_PHASE_OK = 0, SUP_PHASE_FAILED, SUP_PHASE_INTERRUPTED };
 
@@ -149,5 +150,12 @@ struct sup_phase_run {
 struct transport;
 int sup_phase_run(const struct sup_pipeline *p, const struct sup_phase *ph, struct transport *sub,
                   struct sup_report *r, struct sup_phase_run *out);
+
+/* After promote renamed `from` to `to`: announced checkpoints under `from` move too. */
+void sup_report_rename_checkpoints(struct sup_report *r, const char *from, const char *to);
+/* The end-of-run summary on stdout: phases, stage instances (restarts, last exit,
+ * duration), the last eval, the checkpoints announced, the log folder. */
+void sup_report_summary(const struct sup_pipeline *p, struct sup_phase_run *runs, int nruns, struct sup_report *r,
+                        double total_s);
 
 #endif
