@@ -15,7 +15,9 @@
 #include "common/core/log.h"
 #include "common/media/media_internal.h"
 
-#define AUDIO_MAX_SAMPLES (1LL << 31)   /* ~37 h at 16 kHz */
+#define AUDIO_MAX_SAMPLES (1LL << 28)   /* ~4.6 h at 16 kHz, 1 GiB of f32 */
+#define AUDIO_MIN_RATE 1000
+#define AUDIO_MAX_RATE 768000
 
 static pthread_mutex_t g_sf_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -42,7 +44,8 @@ static int audio_decode(const char *path, float **out, int64_t *n, int *rate)
     }
     pthread_mutex_unlock(&g_sf_lock);
     if (rc) return rc;
-    if (info.channels <= 0 || info.channels > 256 || info.samplerate <= 0 || info.samplerate > 1000000) {
+    if (info.channels <= 0 || info.channels > 256 || info.samplerate < AUDIO_MIN_RATE ||
+        info.samplerate > AUDIO_MAX_RATE) {
         sf_close(sf);
         return sushi_error(SUSHI_EFORMAT, "%s: bad audio header (%d channels, %d Hz)", path, info.channels,
                            info.samplerate);
@@ -50,7 +53,8 @@ static int audio_decode(const char *path, float **out, int64_t *n, int *rate)
     int ch = info.channels;
     enum { CHUNK = 4096 };
     float *buf = malloc(sizeof(float) * CHUNK * (size_t)ch);
-    int64_t cap = info.frames > 0 && info.frames < AUDIO_MAX_SAMPLES ? info.frames + 1 : 1 << 16, len = 0;
+    /* the header's frame count is a hint only (it may lie): start at most at 1 M samples */
+    int64_t cap = info.frames > 0 && info.frames < (1 << 20) ? info.frames + 1 : 1 << 20, len = 0;
     float *mono = malloc(sizeof(float) * (size_t)cap);
     while (buf && mono) {
         sf_count_t got = sf_readf_float(sf, buf, CHUNK);
@@ -92,9 +96,10 @@ int media_audio_resample(const float *in, int64_t n, int from, int to, struct me
 {
     if (!out) return sushi_error(SUSHI_EINVAL, "media_audio_resample: null output");
     memset(out, 0, sizeof *out);
-    if (!in || n <= 0 || from <= 0 || to <= 0 || n > AUDIO_MAX_SAMPLES)
-        return sushi_error(SUSHI_EINVAL, "media_audio_resample: bad arguments (%lld samples, %d -> %d Hz)",
-                           (long long)n, from, to);
+    if (!in || n <= 0 || from < AUDIO_MIN_RATE || to < AUDIO_MIN_RATE || from > AUDIO_MAX_RATE ||
+        to > AUDIO_MAX_RATE || n > AUDIO_MAX_SAMPLES || n * (int64_t)to / from > AUDIO_MAX_SAMPLES)
+        return sushi_error(SUSHI_EINVAL, "media_audio_resample: bad arguments (%lld samples, %d -> %d Hz; rates %d..%d)",
+                           (long long)n, from, to, AUDIO_MIN_RATE, AUDIO_MAX_RATE);
     int64_t want = (int64_t)((n * (int64_t)to + from - 1) / from);   /* ceil(n * to / from) */
     float *dst = calloc((size_t)want + 1, sizeof(float));
     if (!dst) return sushi_error(SUSHI_ENOMEM, "media_audio_resample: out of memory");

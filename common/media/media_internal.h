@@ -7,8 +7,11 @@
 
 #include "common/media/media.h"
 
-/* Largest image accepted (pixels), so that h * w * 3 and friends never overflow. */
-#define MEDIA_MAX_PIXELS (1L << 28)
+/* Largest image accepted (pixels: 8192 x 8192), so sizes never overflow and a lying
+ * header cannot make a decoder allocate gigabytes. */
+#define MEDIA_MAX_PIXELS (1L << 26)
+/* Largest decoded video (bytes of [N, 3, H, W]). */
+#define MEDIA_MAX_VIDEO_BYTES (1L << 30)
 
 int media_png_decode(const uint8_t *buf, size_t n, const char *name, struct media_image *out);
 int media_jpeg_decode(const uint8_t *buf, size_t n, const char *name, struct media_image *out);

@@ -1,11 +1,12 @@
 /* Meshes: assimp import (OBJ, PLY, STL, glTF and the rest of its formats), node
- * transforms baked in, triangles only. The mesh is centred on its bounding-box centre
+ * transforms baked in, polygons split into fans, points and lines ignored. The mesh is centred on its bounding-box centre
  * and scaled so its farthest vertex lies on the unit sphere; P points are drawn on the
  * surface with probability proportional to triangle area (uniform inside a triangle,
  * seeded splitmix64), each with its triangle's normal (right-hand winding).
  * assimp's C API keeps the last import error in a global, so imports are serialised. */
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,39 +40,44 @@ static uint64_t splitmix64(uint64_t *s)
 }
 static double uniform01(uint64_t *s) { return (splitmix64(s) >> 11) * 0x1.0p-53; }
 
-/* the scene's triangles as [T, 3, 3] doubles */
+/* the scene's triangles as [T, 3, 3] doubles: polygons as fans (v0, vi, vi+1), points
+ * and lines skipped */
 static int mesh_triangles(const struct aiScene *sc, const char *path, double **tri, size_t *ntri)
 {
     size_t n = 0;
     for (unsigned m = 0; m < sc->mNumMeshes; m++)
-        for (unsigned f = 0; f < sc->mMeshes[m]->mNumFaces; f++) n += sc->mMeshes[m]->mFaces[f].mNumIndices == 3;
+        for (unsigned f = 0; f < sc->mMeshes[m]->mNumFaces; f++) {
+            unsigned k = sc->mMeshes[m]->mFaces[f].mNumIndices;
+            n += k >= 3 ? k - 2 : 0;
+        }
     if (n == 0) return sushi_error(SUSHI_EFORMAT, "%s: mesh has no triangles", path);
     if (n > MESH_MAX_TRIANGLES) return sushi_error(SUSHI_EUNSUPPORTED, "%s: %zu triangles is too many", path, n);
     double *t = malloc(sizeof(double) * 9 * n);
     if (!t) return sushi_error(SUSHI_ENOMEM, "%s: out of memory", path);
-    size_t k = 0;
+    size_t k = 0;   /* values written */
     for (unsigned m = 0; m < sc->mNumMeshes; m++) {
         const struct aiMesh *mesh = sc->mMeshes[m];
         for (unsigned f = 0; f < mesh->mNumFaces; f++) {
             const struct aiFace *face = &mesh->mFaces[f];
-            if (face->mNumIndices != 3) continue;
-            for (int j = 0; j < 3; j++) {
-                unsigned vi = face->mIndices[j];
-                if (vi >= mesh->mNumVertices || !mesh->mVertices) {
-                    free(t);
-                    return sushi_error(SUSHI_EFORMAT, "%s: face %u of mesh %u uses vertex %u of %u", path, f, m, vi,
-                                       mesh->mNumVertices);
+            for (unsigned fan = 1; fan + 1 < face->mNumIndices; fan++) {
+                const unsigned corner[3] = {face->mIndices[0], face->mIndices[fan], face->mIndices[fan + 1]};
+                for (int j = 0; j < 3; j++) {
+                    unsigned vi = corner[j];
+                    if (vi >= mesh->mNumVertices || !mesh->mVertices) {
+                        free(t);
+                        return sushi_error(SUSHI_EFORMAT, "%s: face %u of mesh %u uses vertex %u of %u", path, f, m,
+                                           vi, mesh->mNumVertices);
+                    }
+                    struct aiVector3D v = mesh->mVertices[vi];
+                    if (!isfinite(v.x) || !isfinite(v.y) || !isfinite(v.z)) {
+                        free(t);
+                        return sushi_error(SUSHI_EFORMAT, "%s: vertex %u of mesh %u is not finite", path, vi, m);
+                    }
+                    t[k++] = v.x;
+                    t[k++] = v.y;
+                    t[k++] = v.z;
                 }
-                struct aiVector3D v = mesh->mVertices[vi];
-                if (!isfinite(v.x) || !isfinite(v.y) || !isfinite(v.z)) {
-                    free(t);
-                    return sushi_error(SUSHI_EFORMAT, "%s: vertex %u of mesh %u is not finite", path, vi, m);
-                }
-                t[k * 9 + j * 3] = v.x;
-                t[k * 9 + j * 3 + 1] = v.y;
-                t[k * 9 + j * 3 + 2] = v.z;
             }
-            k++;
         }
     }
     *tri = t;
@@ -142,12 +148,61 @@ static int mesh_sample(double *t, size_t n, const char *path, const struct media
     return 0;
 }
 
+/* assimp 5.2's PLY reader loops forever on some malformed headers (found by fuzzing),
+ * so a PLY header must pass this strict check of its grammar first. */
+static int ply_is_type(const char *t)
+{
+    static const char *types[] = {"char", "uchar", "short", "ushort", "int", "uint", "float", "double",
+                                  "int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64"};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (!strcmp(t, types[i])) return 1;
+    return 0;
+}
+
+static int ply_header_line(char *line, int first)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) line[--n] = 0;
+    if (first) return !strcmp(line, "ply");
+    if (!strncmp(line, "comment", 7) || !strncmp(line, "obj_info", 8)) return 1;
+    char *tok[6], *save = NULL;
+    int nt = 0;
+    for (char *t = strtok_r(line, " ", &save); t && nt < 6; t = strtok_r(NULL, " ", &save)) tok[nt++] = t;
+    if (nt == 3 && !strcmp(tok[0], "format"))
+        return (!strcmp(tok[1], "ascii") || !strcmp(tok[1], "binary_little_endian") ||
+                !strcmp(tok[1], "binary_big_endian")) && !strcmp(tok[2], "1.0");
+    if (nt == 3 && !strcmp(tok[0], "element"))
+        return strspn(tok[2], "0123456789") == strlen(tok[2]) && strlen(tok[2]) <= 9;
+    if (nt == 3 && !strcmp(tok[0], "property")) return ply_is_type(tok[1]);
+    if (nt == 5 && !strcmp(tok[0], "property") && !strcmp(tok[1], "list"))
+        return ply_is_type(tok[2]) && ply_is_type(tok[3]);
+    return nt == 1 && !strcmp(tok[0], "end_header") ? 2 : 0;
+}
+
+static int ply_header_check(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return sushi_error(SUSHI_ENOTFOUND, "%s: cannot open mesh", path);
+    char line[1024];
+    int rc = 0, nline = 0, done = 0;
+    while (!rc && !done && fgets(line, sizeof line, f)) {
+        if (nline == 0 && strncmp(line, "ply", 3) != 0) break;   /* not PLY by content: assimp decides */
+        int ok = strchr(line, '\n') ? ply_header_line(line, nline == 0) : 0;
+        if (!ok || ++nline > 1000) rc = sushi_error(SUSHI_EFORMAT, "%s: malformed PLY header at line %d", path, nline + 1);
+        done = ok == 2;
+    }
+    if (!rc && nline && !done) rc = sushi_error(SUSHI_EFORMAT, "%s: PLY header without end_header", path);
+    fclose(f);
+    return rc;
+}
+
 static int mesh_import(const char *path, const struct aiScene **scene)
 {
     if (access(path, R_OK) != 0) return sushi_error(SUSHI_ENOTFOUND, "%s: cannot open mesh", path);
-    unsigned flags = aiProcess_Triangulate | aiProcess_PreTransformVertices | aiProcess_SortByPType |
-                     aiProcess_ValidateDataStructure;
-    int rc = 0;
+    int rc = ply_header_check(path);
+    if (rc) return rc;
+    /* no aiProcess_Triangulate: it aborts (ai_assert) on some malformed faces */
+    unsigned flags = aiProcess_PreTransformVertices | aiProcess_ValidateDataStructure;
     pthread_mutex_lock(&g_ai_lock);
     *scene = aiImportFile(path, flags);
     if (!*scene) {

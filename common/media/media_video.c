@@ -200,8 +200,10 @@ int media_video_load(const char *path, const struct media_video_opts *opts, stru
         out->c = 3;
         out->h = o.h ? o.h : v.dec->height;
         out->w = o.w ? o.w : v.dec->width;
-        if ((int64_t)out->h * out->w > MEDIA_MAX_PIXELS)
-            rc = sushi_error(SUSHI_EUNSUPPORTED, "%s: frames of %dx%d are too large", path, out->w, out->h);
+        if ((int64_t)out->h * out->w > MEDIA_MAX_PIXELS ||
+            (int64_t)out->n * 3 * out->h * out->w > MEDIA_MAX_VIDEO_BYTES)
+            rc = sushi_error(SUSHI_EUNSUPPORTED, "%s: %d frames of %dx%d are too large", path, out->n, out->w,
+                             out->h);
     }
     double *target = NULL;
     if (!rc) {
