@@ -54,6 +54,10 @@ Image.fromarray(photo(257, 333)).save(f"{d}/progressive.jpg", quality=85, progre
 Image.fromarray(rgb).convert("L").save(f"{d}/gray.jpg", quality=90)
 PYEOF
 
+# 16-bit RGB and 16-bit grey+alpha PNGs (PIL does not write them)
+$FF -f lavfi -i "testsrc=size=96x64" -frames:v 1 -pix_fmt rgb48be "$TMP/rgb16.png"
+$FF -f lavfi -i "testsrc=size=96x64" -frames:v 1 -pix_fmt ya16be "$TMP/graya16.png"
+
 # ---- audio ----
 $FF -f lavfi -i "sine=frequency=440:sample_rate=44100:duration=1.5" -f lavfi \
     -i "sine=frequency=1000:sample_rate=44100:duration=1.5" -filter_complex amerge=inputs=2 \

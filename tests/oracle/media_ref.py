@@ -30,7 +30,7 @@ from PIL import Image  # noqa: E402
 
 FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 for f in ["rgb.png", "odd.png", "gray.png", "mono1.png", "rgba.png", "palette.png", "rgb.jpg",
-          "rgb444.jpg", "progressive.jpg", "gray.jpg"]:
+          "rgb444.jpg", "progressive.jpg", "gray.jpg", "rgb16.png", "graya16.png"]:
     img = Image.open(os.path.join(fix, f)).convert("RGB")
     put("img_" + f, np.asarray(img), np.uint8)
 for f in ["rgb.png", "odd.png", "rgb.jpg"]:

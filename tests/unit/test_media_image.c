@@ -1,6 +1,6 @@
 // libs: media core
 /* Images: PNG/JPEG decoding bit-exact against PIL's convert("RGB") for RGB, grey,
- * 1-bit, RGBA, palette+tRNS, progressive and 4:4:4/4:2:0 JPEG; resizing against PIL's
+ * 1-bit, RGBA, palette+tRNS, 16-bit RGB, progressive and 4:4:4/4:2:0 JPEG; resizing against PIL's
  * resize with the same filter within SPEC §4's tolerance (mean |diff| <= 2, max <= 16);
  * normalisation and patch layout against values computed here; corrupt, truncated and
  * unknown files refused with the file named and the counter advanced; the same results
@@ -21,7 +21,7 @@
 #include "test_media_fixtures.h"
 
 static const char *k_images[] = {"rgb.png", "odd.png", "gray.png", "mono1.png", "rgba.png", "palette.png",
-                                 "rgb.jpg", "rgb444.jpg", "progressive.jpg", "gray.jpg"};
+                                 "rgb.jpg", "rgb444.jpg", "progressive.jpg", "gray.jpg", "rgb16.png", "graya16.png"};
 
 static void test_decode_matches_pil(void **state)
 {

@@ -1,6 +1,6 @@
 // libs: media core
 /* Meshes: OBJ, PLY, STL and glTF (with a node transform) normalised into the unit
- * sphere; sampled points lie on the surface with unit normals pointing out of the
+ * sphere (quads and other polygons split into fans); sampled points lie on the surface with unit normals pointing out of the
  * solid; the share of points per face follows face area (within 4 sigma) and points
  * are uniform inside a triangle (mean at the centroid); the glTF and STL copies of one
  * mesh give the same points; sampling is seeded; bad files refused and counted. */
@@ -63,6 +63,34 @@ static void test_cube_obj(void **state)
     }
     for (int f = 0; f < 6; f++) share_near(per_face[f], 1.0 / 6);
     media_points_free(&pts);
+}
+
+/* the cube written with quads and a hexagon-fan top: polygons become triangle fans */
+static void test_polygon_faces(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/sushi-media-XXXXXX", path[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/quads.obj", dir);
+    const char obj[] = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0 0 1\nv 1 0 1\nv 1 1 1\nv 0 1 1\n"
+                       "f 1 4 3 2\nf 5 6 7 8\nf 1 2 6 5\nf 2 3 7 6\nf 3 4 8 7\nf 4 1 5 8\n";
+    assert_int_equal(fs_write_atomic(path, obj, sizeof obj - 1), 0);
+    struct media_mesh_opts o = {.points = P, .seed = 5};
+    struct media_points pts;
+    int rc = media_mesh_load(path, &o, &pts, NULL);
+    if (rc) printf("%s\n", sushi_last_error());
+    assert_int_equal(rc, 0);
+    const double h = 1 / sqrt(3.0);
+    int per_face[6] = {0};
+    for (int i = 0; i < P; i++) {
+        const float *p = pts.data + i * 6, *n = p + 3;
+        int axis = fabsf(n[0]) > 0.5f ? 0 : fabsf(n[1]) > 0.5f ? 1 : 2;
+        assert_float_equal(p[axis], n[axis] * h, 1e-5);
+        per_face[axis * 2 + (n[axis] > 0)]++;
+    }
+    for (int f = 0; f < 6; f++) share_near(per_face[f], 1.0 / 6);
+    media_points_free(&pts);
+    assert_int_equal(fs_remove_tree(dir), 0);
 }
 
 static void test_tetra_ply(void **state)
@@ -198,6 +226,7 @@ int main(int argc, char **argv)
     mfx_setup(argv[0]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cube_obj),
+        cmocka_unit_test(test_polygon_faces),
         cmocka_unit_test(test_tetra_ply),
         cmocka_unit_test(test_stl_gltf_areas),
         cmocka_unit_test(test_bad_meshes),
