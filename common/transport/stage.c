@@ -38,9 +38,11 @@ static int stage_open_pub(struct stage *s, struct transport **out) {
     o.send_timeout_ms = 0;
     o.sndhwm = 1000;
     o.name = "publish";
+    const char *remote = getenv("SUSHI_ALLOW_REMOTE");
+    o.allow_remote = remote && strcmp(remote, "1") == 0;
     int rc = transport_open(out, s->zctx, TRANSPORT_PUB, s->publish[0], 0, &o);
     for (int i = 1; i < s->npublish && !rc; i++) {
-        rc = transport_check_endpoint(s->publish[i], 0);
+        rc = transport_check_endpoint(s->publish[i], o.allow_remote);
         if (!rc && zmq_connect(transport_zsock(*out), s->publish[i]) != 0)
             rc = sushi_error(SUSHI_EIO, "publish endpoint %s: %s", s->publish[i], zmq_strerror(zmq_errno()));
     }

@@ -5,7 +5,8 @@
  *
  * The publish list is comma-separated endpoints, from the caller or, when NULL, from the
  * environment variable SUSHI_PUBLISH (the supervisor sets it for its children); empty or
- * unset means the stage publishes nowhere (it still runs). The stage name comes from
+ * unset means the stage publishes nowhere (it still runs). Publish endpoints must be ipc://
+ * or loopback tcp:// unless SUSHI_ALLOW_REMOTE=1 (containers publishing to a monitor). The stage name comes from
  * the caller or SUSHI_STAGE (e.g. "teacher.2" for the supervisor's second replica). */
 #ifndef SUSHI_STAGE_H
 #define SUSHI_STAGE_H

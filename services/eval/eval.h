@@ -35,6 +35,7 @@ struct eval_config {
     const char *backend;              /* cpu | cuda | auto */
     int threads;                      /* CPU threads, 0 = backend default */
     int heartbeat_ms;
+    int allow_remote;                 /* endpoints.allow_remote */
     long long kd_cache_mb;            /* teacher log-probabilities kept in memory up to this */
     struct eval_needle_config needle;
 };

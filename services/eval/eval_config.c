@@ -130,6 +130,7 @@ int eval_config_load(const json_t *root, const char *file, struct eval_config *c
         (rc = eval_opt_string(root, file, "eval.watch", &c->watch)) ||
         (rc = eval_opt_string(root, file, "eval.backend", &c->backend)) ||
         (rc = eval_opt_string(root, file, "endpoints.events", &c->events)) ||
+        (rc = config_get_bool(root, file, "endpoints.allow_remote", 0, &c->allow_remote)) ||
         (rc = eval_opt_string(root, file, "run.dir", &c->run_dir)) ||
         (rc = eval_needle_config(root, file, &c->needle)))
         goto fail;

@@ -248,6 +248,7 @@ int main(int argc, char **argv) {
         if (!rc && s.cfg.events) {
             struct transport_opts o = transport_opts_default();
             o.rcvhwm = 1000;
+            o.allow_remote = s.cfg.allow_remote;
             if (!(rc = transport_open(&sub, st.zctx, TRANSPORT_SUB, s.cfg.events, 0, &o)))
                 log_info("subscribed to %s", s.cfg.events);
         }

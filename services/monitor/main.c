@@ -28,6 +28,7 @@
 
 #include "common/config/config.h"
 #include "common/core/log.h"
+#include "common/transport/stage.h"
 #include "common/transport/transport.h"
 #include "services/monitor/monitor.h"
 
@@ -42,8 +43,6 @@ struct monitor_args {
     int allow_remote;
 };
 
-static volatile sig_atomic_t monitor_stop;
-static void monitor_on_signal(int sig) { (void)sig; monitor_stop = 1; }
 
 static void usage(FILE *f)
 {
@@ -174,7 +173,7 @@ static int monitor_run(struct monitor *m, struct transport **socks, int nsocks, 
 {
     zmq_pollitem_t items[2 * MONITOR_MAX_EPS];
     for (int i = 0; i < nsocks; i++) items[i] = (zmq_pollitem_t){ transport_zsock(socks[i]), 0, ZMQ_POLLIN, 0 };
-    while (!monitor_stop) {
+    while (!stage_stopping()) {
         int n = zmq_poll(items, nsocks, 100);
         if (n < 0 && zmq_errno() != EINTR) return sushi_error(SUSHI_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
         uint64_t bad = 0;
@@ -191,7 +190,7 @@ static int monitor_run(struct monitor *m, struct transport **socks, int nsocks, 
             monitor_view_update(view, m, &msg, now);
             if (rc == 1) {
                 log_info("end of run announced by stage %s", msg.stage);
-                monitor_stop = 1;
+                stage_request_stop();
             }
             wire_msg_free(&msg);
         }
@@ -219,7 +218,14 @@ int main(int argc, char **argv)
     int nsocks = 0;
     struct monitor_http *http = NULL;
     FILE *jsonl = NULL;
-    void *zctx = zmq_ctx_new();
+    /* hello and heartbeats for a supervisor, SIGINT/SIGTERM -> stage_stopping() */
+    struct stage st;
+    if ((rc = stage_open(&st, "monitor", NULL, 1000))) {
+        log_error("%s", sushi_last_error());
+        json_decref(cfg);
+        return 1;
+    }
+    void *zctx = st.zctx;
     if ((rc = monitor_init(&m))) goto out;
     m.t_start = monitor_now();
     struct transport_opts o = transport_opts_default();
@@ -240,11 +246,6 @@ int main(int argc, char **argv)
         if ((rc = monitor_http_start(&http, &m, a.http_host, a.http_port))) goto out;
         log_info("serving http://%s:%d/metrics and /report", a.http_host, monitor_http_port(http));
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = monitor_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     struct monitor_view view;
     monitor_view_init(&view, stdout, isatty(STDOUT_FILENO));
     if ((rc = monitor_run(&m, socks, nsocks, jsonl, a.jsonl, &view))) goto out;
@@ -256,7 +257,7 @@ out:
     monitor_http_stop(http);
     for (int i = 0; i < nsocks; i++) transport_close(socks[i]);
     if (jsonl) fclose(jsonl);
-    zmq_ctx_term(zctx);
+    stage_close(&st);
     monitor_free(&m);
     json_decref(cfg);
     return rc ? 1 : 0;

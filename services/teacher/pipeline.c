@@ -36,7 +36,7 @@ static const char *const pipe_peer_name[2] = {"loader", "trainer"};
 
 struct pipe_cfg {
     const char *checkpoint, *backend, *loader, *trainer;
-    int topk, credit, threads, heartbeat_ms, dead_after_ms, B, T;
+    int topk, credit, threads, heartbeat_ms, dead_after_ms, B, T, allow_remote;
     float temperature;
 };
 
@@ -70,7 +70,7 @@ static void pipe_usage(FILE *f) {
             "Config keys: teacher.checkpoint (required), teacher.backend (cpu), teacher.topk (64),\n"
             "teacher.temperature (1.0), teacher.credit (%d batches held), teacher.threads,\n"
             "teacher.heartbeat_ms (%d), teacher.dead_after_ms (%d), endpoints.loader,\n"
-            "endpoints.trainer, data.batch_size, data.seq_len (the batch shape [B,T]).\n",
+            "endpoints.trainer, endpoints.allow_remote (tcp beyond loopback), data.batch_size, data.seq_len (the batch shape [B,T]).\n",
             PROTO_WORKER_CREDIT, PROTO_HEARTBEAT_MS, PROTO_DEAD_AFTER_MS);
 }
 
@@ -107,6 +107,7 @@ static int pipe_parse(int argc, char **argv, struct pipe_cfg *c, json_t **cfg, i
         (rc = config_get_int(*cfg, file, "teacher.dead_after_ms", 0, &c->dead_after_ms)) ||
         (rc = config_get_string(*cfg, file, "endpoints.loader", 1, &c->loader)) ||
         (rc = config_get_string(*cfg, file, "endpoints.trainer", 1, &c->trainer)) ||
+        (rc = config_get_bool(*cfg, file, "endpoints.allow_remote", 0, &c->allow_remote)) ||
         (rc = config_get_int(*cfg, file, "data.batch_size", 1, &c->B)) ||
         (rc = config_get_int(*cfg, file, "data.seq_len", 1, &c->T)))
         return rc;
@@ -378,6 +379,7 @@ static int pipe_open(struct pipe *p, int student_vocab) {
     for (int i = 0; i < 2 && !rc; i++) {
         struct transport_opts o = transport_opts_default();
         o.name = pipe_peer_name[i];
+        o.allow_remote = p->c.allow_remote;
         rc = transport_open(&p->sock[i], p->st.zctx, TRANSPORT_DEALER, eps[i], 0, &o);
     }
     return rc;

@@ -66,6 +66,7 @@ static int open_sockets(struct pipe *p) {
     struct transport_opts o = transport_opts_default();
     o.send_timeout_ms = 200;
     o.linger_ms = 2000;        /* the final ack must leave before the process exits */
+    o.allow_remote = tc->allow_remote;
     o.name = "loader";
     int rc = transport_open(&p->dealer, p->st.zctx, TRANSPORT_DEALER, tc->ep_loader, 0, &o);
     if (!rc && !tc->direct) {

@@ -93,6 +93,7 @@ static int load_pipeline(json_t *root, const char *path, struct train_config *t)
     if (!rc) rc = copy_string(root, path, "endpoints.loader", 1, NULL, t->ep_loader, sizeof t->ep_loader);
     if (!rc) rc = copy_string(root, path, "endpoints.trainer", 0, "", t->ep_trainer, sizeof t->ep_trainer);
     if (!rc) rc = copy_string(root, path, "endpoints.events", 0, "", t->ep_events, sizeof t->ep_events);
+    if (!rc) rc = config_get_bool(root, path, "endpoints.allow_remote", 0, &t->allow_remote);
     if (!rc) rc = copy_string(root, path, "train.checkpoint_dir", 0, "", t->checkpoint_dir, sizeof t->checkpoint_dir);
     if (rc) return rc;
     if (!t->checkpoint_dir[0]) snprintf(t->checkpoint_dir, sizeof t->checkpoint_dir, "%.400s/student", t->run_dir);

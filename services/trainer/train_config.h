@@ -41,6 +41,7 @@ struct train_config {
     /* pipeline mode */
     int pipeline;            /* the config has `endpoints` */
     int direct;              /* no endpoints.trainer: batches come from the loader */
+    int allow_remote;        /* endpoints.allow_remote: tcp endpoints beyond loopback */
     char run_dir[512];       /* run.dir: records go to RUN/trainer/ */
     char ep_loader[256], ep_trainer[256], ep_events[256];
     char checkpoint_dir[512];

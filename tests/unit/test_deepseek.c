@@ -429,6 +429,17 @@ static void test_topk(void **state) {
     assert_true(tail < -10.0f && isfinite(tail));
     assert_int_equal(ds_topk(z, V, 0, T, ids, lp, &tail), SUSHI_EINVAL);
     assert_int_equal(ds_topk(z, V, K, 0.0f, ids, lp, &tail), SUSHI_EINVAL);
+    /* ties: the lower id first; K == V: every id, no tail mass */
+    float flat[6] = {1, 3, 3, 0, 3, 2};
+    int32_t all_ids[6];
+    float all_lp[6];
+    assert_int_equal(ds_topk(flat, 6, 6, 1.0f, all_ids, all_lp, &tail), 0);
+    const int32_t want[6] = {1, 2, 4, 5, 0, 3};
+    for (int j = 0; j < 6; j++) assert_int_equal(all_ids[j], want[j]);
+    assert_true(isinf(tail) && tail < 0);
+    assert_int_equal(ds_topk(flat, 6, 2, 1.0f, all_ids, all_lp, &tail), 0);
+    assert_int_equal(all_ids[0], 1);
+    assert_int_equal(all_ids[1], 2);
 }
 
 int main(void) {
