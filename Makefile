@@ -36,7 +36,7 @@ EXT_kernels  := -lopenblas
 EXT_student  :=
 EXT_deepseek :=
 EXT_wire     := -lzmq -lmsgpackc
-EXT_media    := -lpng -ljpeg -lswscale -lswresample -lavformat -lavcodec -lavutil -lsndfile -lassimp -lm
+EXT_media    := -lpng -ldeflate -ljpeg -lswscale -lswresample -lavformat -lavcodec -lavutil -lsndfile -lassimp -lm
 
 # CUDA: compiled when nvcc is found; otherwise kernels/cuda/stub.c provides "no CUDA".
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)

@@ -12,7 +12,7 @@ PKGS=(
   libzmq3-dev libmsgpack-dev libmicrohttpd-dev
   libcmocka-dev
   libpng-dev libjpeg62-turbo-dev libswscale-dev libswresample-dev libavutil-dev libavformat-dev
-  libavcodec-dev libsndfile1-dev libassimp-dev
+  libavcodec-dev libsndfile1-dev libassimp-dev libdeflate-dev
   python3-pil python3-soundfile python3-av ffmpeg espeak-ng
   python3-torch python3-numpy python3-msgpack python3-zmq docker-compose
   fortunes

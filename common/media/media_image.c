@@ -1,10 +1,12 @@
 /* Images: the decoder choice by file signature, normalisation to f32/f16 and
  * patchification into the student's [N, P*P*C] patch rows. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/core/dtype.h"
-#include "common/core/fsutil.h"
 #include "common/core/log.h"
 #include "common/media/media_internal.h"
 
@@ -38,13 +40,27 @@ int media_image_load(const char *path, struct media_image *out, struct media_err
 {
     if (!path || !out) return sushi_error(SUSHI_EINVAL, "media_image_load: null argument");
     memset(out, 0, sizeof *out);
-    char *buf;
-    size_t n;
-    int rc = fs_read_all(path, &buf, &n);
-    if (rc) return media_errors_add(errs, MEDIA_IMAGE, rc);
-    rc = media_image_decode(buf, n, path, out, errs);
-    free(buf);
-    return rc;
+    /* one read of the file's size into the thread's file buffer */
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        return media_errors_add(errs, MEDIA_IMAGE, sushi_error(e == ENOENT ? SUSHI_ENOTFOUND : SUSHI_EIO,
+                                                               "%s: cannot open: %s", path, strerror(e)));
+    }
+    struct stat st;
+    int rc = 0;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1L << 30))
+        rc = sushi_error(SUSHI_EIO, "%s: not a regular file of at most 1 GiB", path);
+    else if (!(buf = media_scratch_get(MEDIA_SCRATCH_FILE, (size_t)st.st_size + 1)))
+        rc = sushi_error(SUSHI_ENOMEM, "%s: out of memory", path);
+    else if ((n = fread(buf, 1, (size_t)st.st_size, f)) != (size_t)st.st_size)
+        rc = sushi_error(SUSHI_EIO, "%s: read %zu of %lld bytes", path, n, (long long)st.st_size);
+    fclose(f);
+    if (!rc) rc = media_image_decode(buf, n, path, out, NULL);
+    media_scratch_put(MEDIA_SCRATCH_FILE, buf);
+    return media_errors_add(errs, MEDIA_IMAGE, rc);
 }
 
 void media_image_free(struct media_image *img)

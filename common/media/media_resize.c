@@ -40,7 +40,7 @@ int media_resize_rgb(const uint8_t *src, int sh, int sw, int src_stride, uint8_t
     if (!sws) return sushi_error(SUSHI_EBACKEND, "media_resize: swscale refused %dx%d -> %dx%d", sw, sh, dw, dh);
     /* planes padded to 32-byte rows: swscale's SIMD paths read a little past a row */
     int ss = (sw + 31) & ~31, ds = (dw + 31) & ~31;
-    uint8_t *buf = malloc((size_t)ss * sh * 3 + (size_t)ds * dh * 3 + 64);
+    uint8_t *buf = media_scratch_get(MEDIA_SCRATCH_PLANES, (size_t)ss * sh * 3 + (size_t)ds * dh * 3 + 64);
     if (!buf) return sushi_error(SUSHI_ENOMEM, "media_resize: out of memory");
     uint8_t *sp[3], *dp[3];
     for (int c = 0; c < 3; c++) {
@@ -73,6 +73,6 @@ int media_resize_rgb(const uint8_t *src, int sh, int sw, int src_stride, uint8_t
             row[3 * x + 2] = b[x];
         }
     }
-    free(buf);
+    media_scratch_put(MEDIA_SCRATCH_PLANES, buf);
     return rc;
 }
