@@ -206,14 +206,17 @@ static void on_teacher_msg(struct pipe *p, struct wire_msg *m, const struct tran
 }
 
 /* Waits up to timeout_ms for traffic, then handles every message already queued. The
- * wait counts as data stall: it only happens while no batch is ready to apply. */
+ * wait counts as data stall (it only happens while no batch is ready to apply) once the
+ * first batch of this process was applied; before that it is start-up: the pipeline
+ * filling (loader indexing, the first teacher scoring), reported as startup_wait_s. */
 static int receive(struct pipe *p, int timeout_ms) {
     zmq_pollitem_t items[2] = {{transport_zsock(p->dealer), 0, ZMQ_POLLIN, 0},
                                {p->router ? transport_zsock(p->router) : NULL, 0, ZMQ_POLLIN, 0}};
     int n = p->router ? 2 : 1;
     double t0 = now_s();
     int rc = zmq_poll(items, n, timeout_ms);
-    p->stall_s += now_s() - t0;
+    if (p->tokens_total > 0) p->stall_s += now_s() - t0;
+    else p->startup_s += now_s() - t0;
     if (rc < 0) {
         if (zmq_errno() == EINTR) return 0;
         return sushi_error(SUSHI_EIO, "trainer: poll: %s", zmq_strerror(zmq_errno()));
@@ -256,6 +259,7 @@ static int metrics(struct pipe *p, const char *event) {
     json_object_set_new(meta, "grad_norm", isfinite(p->opt.last_norm) ? json_real(p->opt.last_norm) : json_null());
     json_object_set_new(meta, "tokens_per_s", json_real(tps));
     json_object_set_new(meta, "data_stall_s", json_real(p->stall_s));
+    json_object_set_new(meta, "startup_wait_s", json_real(p->startup_s));
     json_object_set_new(meta, "step_time_s", json_real(p->step_time_s));
     json_object_set_new(meta, "queue_reorder", json_integer(p->ro.held));
     json_object_set_new(meta, "bad_messages", json_integer((json_int_t)bad_total(p)));

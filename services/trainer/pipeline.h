@@ -55,7 +55,8 @@ struct pipe {
     uint64_t dropped;              /* stale, duplicate or out-of-window batches */
     int loader_down;               /* the last send to the loader failed */
     uint64_t freed;                /* direct mode: input slots freed since the last grant */
-    double stall_s;                /* cumulative seconds waiting for data */
+    double stall_s;                /* cumulative seconds waiting for data after the first batch */
+    double startup_s;              /* seconds waiting for the first batch */
     double step_t0, step_time_s;
     double log_t, t_start;
     long long tokens_since_log, tokens_total;
