@@ -15,4 +15,12 @@ for b in "$BUILD"/bench/bench_*; do
   echo "==== $name"
   "$b" || { echo "==== $name failed (exit $?)"; status=1; }
 done
+# benchmarks that drive whole pipelines are scripts
+for b in bench/bench_*.sh; do
+  [ -f "$b" ] || continue
+  name=$(basename "$b")
+  [ -n "${1:-}" ] && [[ "$name" != *$1* ]] && continue
+  echo "==== $name"
+  BUILD=$BUILD bash "$b" || { echo "==== $name failed (exit $?)"; status=1; }
+done
 exit $status

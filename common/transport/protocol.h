@@ -73,7 +73,8 @@
  *   hello/heartbeat  meta {pid} (stage.c does this; the supervisor watches them)
  *   metrics  trainer: step, total_steps, loss, lr, grad_norm, tokens_per_s, data_stall_s
  *            (cumulative seconds waiting for data once the first batch arrived),
- *            startup_wait_s (waiting for the first batch), step_time_s, queue_reorder;
+ *            startup_wait_s (waiting for the first batch), elapsed_s (since the
+ *            trainer started its loop), step_time_s, queue_reorder;
  *            loader: sent, resent, inflight, acked; teacher: scored, tokens_per_s,
  *            queue_input; any stage: event = "end" when a run is complete.
  *   checkpoint  trainer: id = next batch id; meta {path, step, arch ("llama"|"deepseek")}

@@ -260,6 +260,7 @@ static int metrics(struct pipe *p, const char *event) {
     json_object_set_new(meta, "tokens_per_s", json_real(tps));
     json_object_set_new(meta, "data_stall_s", json_real(p->stall_s));
     json_object_set_new(meta, "startup_wait_s", json_real(p->startup_s));
+    json_object_set_new(meta, "elapsed_s", json_real(t - p->t_start));
     json_object_set_new(meta, "step_time_s", json_real(p->step_time_s));
     json_object_set_new(meta, "queue_reorder", json_integer(p->ro.held));
     json_object_set_new(meta, "bad_messages", json_integer((json_int_t)bad_total(p)));
