@@ -122,7 +122,7 @@ check-deps:
 	@bash scripts/install-deps.sh --check >/dev/null 2>&1 || bash scripts/install-deps.sh
 
 run: all
-	bash scripts/run-default.sh
+	bash scripts/run-default.sh $(ARGS)
 
 test: all
 	bash scripts/run-tests.sh
