@@ -71,6 +71,7 @@ $FF -i "$TMP/speech.wav" -ar 16000 -c:a pcm_s16le "$TMP/speech16k.wav"
 # ---- video ----
 $FF -f lavfi -i "testsrc=size=320x240:rate=25:duration=2" -c:v libx264 -pix_fmt yuv420p -g 12 "$TMP/testsrc.mp4"
 $FF -f lavfi -i "testsrc=size=176x144:rate=10:duration=3" -c:v mpeg4 -q:v 4 "$TMP/testsrc.mkv"
+$FF -f lavfi -i "testsrc=size=96x64:rate=10:duration=30" -c:v libx264 -pix_fmt yuv420p -g 40 "$TMP/long.mp4"
 
 # ---- meshes ----
 "$PY" - "$TMP" <<'PYEOF'

@@ -121,6 +121,8 @@ struct media_video_opts {
     int frames;           /* N, default 8 */
     int h, w;             /* output size; 0 = the stream's */
     enum media_filter filter;
+    double seek_s;        /* seek (to the keyframe before) when the next target is more than
+                             this many seconds past the last decoded frame, default 2; 0 never */
 };
 void media_video_defaults(struct media_video_opts *o);
 

@@ -2,7 +2,8 @@
  * frames sampled uniformly by timestamp. Target i is t_i = (i + 0.5) * D / N seconds
  * after the stream start (D: the stream's duration, else the container's); it takes
  * the last frame whose timestamp is <= t_i, or the first frame when none is. Frames
- * are decoded in order (one reference to the previous frame kept), converted to RGB
+ * are decoded in order (one reference to the previous frame kept; long gaps skipped by
+ * seeking to a keyframe), converted to RGB
  * as PyAV's frame.to_ndarray(format="rgb24") does (swscale, SWS_BILINEAR, default
  * colour space and range), then resized as images are. */
 #include <math.h>
@@ -19,7 +20,7 @@
 
 void media_video_defaults(struct media_video_opts *o)
 {
-    *o = (struct media_video_opts){.frames = 8, .h = 0, .w = 0, .filter = MEDIA_BILINEAR};
+    *o = (struct media_video_opts){.frames = 8, .h = 0, .w = 0, .filter = MEDIA_BILINEAR, .seek_s = 2.0};
 }
 
 void media_video_free(struct media_video *v)
@@ -116,14 +117,28 @@ static void vdec_close(struct vdec *v)
     free(v->rgb);
 }
 
+/* Seeks to the last keyframe at or before t seconds after the stream start and drops
+ * the decoder's state; a failure (an unseekable input) is not an error. */
+static int vdec_seek(struct vdec *v, double t, int64_t start)
+{
+    int64_t ts = start + (int64_t)floor(t / av_q2d(v->st->time_base));
+    if (av_seek_frame(v->fmt, v->st->index, ts, AVSEEK_FLAG_BACKWARD) < 0) return -1;
+    avcodec_flush_buffers(v->dec);
+    return 0;
+}
+
 /* The sampling loop: frames arrive in presentation order; `prev` holds the latest one
- * at or before the pending target. */
-static int vdec_sample(struct vdec *v, const double *target, int n)
+ * at or before the pending target. When the next target lies more than seek_s ahead
+ * of the last frame, the demuxer seeks to the keyframe before it instead of decoding
+ * the gap; should that keyframe come after the target (an inexact index), it seeks
+ * further back (1, 2, 4 ... s, then the start), so the frame chosen is always the one
+ * an exhaustive decode would choose. */
+static int vdec_sample(struct vdec *v, const double *target, int n, double seek_s)
 {
     AVPacket *pkt = av_packet_alloc();
     AVFrame *fr = av_frame_alloc(), *prev = av_frame_alloc();
-    int rc = 0, next = 0, have_prev = 0, eof = 0, bad = 0, e;
-    double prev_t = 0, tb = av_q2d(v->st->time_base);
+    int rc = 0, next = 0, have_prev = 0, eof = 0, bad = 0, e, check_seek = 0, seeked_for = -1;
+    double prev_t = 0, tb = av_q2d(v->st->time_base), seek_at = 0, back = 0;
     int64_t start = v->st->start_time != AV_NOPTS_VALUE ? v->st->start_time : 0;
     if (!pkt || !fr || !prev) rc = sushi_error(SUSHI_ENOMEM, "%s: out of memory", v->path);
     while (!rc && next < n) {
@@ -152,6 +167,17 @@ static int vdec_sample(struct vdec *v, const double *target, int n)
         }
         int64_t ts = fr->pts != AV_NOPTS_VALUE ? fr->pts : fr->best_effort_timestamp;
         double t = ts != AV_NOPTS_VALUE ? (ts - start) * tb : (have_prev ? prev_t : 0);
+        if (check_seek) {   /* the first frame after a seek must not be past the target */
+            check_seek = 0;
+            if (t > target[next] && seek_at > 0) {
+                back = back > 0 ? back * 2 : 1.0;
+                seek_at = target[next] - back > 0 ? target[next] - back : 0;
+                if (vdec_seek(v, seek_at, start) == 0) check_seek = 1;
+                else seek_s = 0;   /* cannot seek back: decode on */
+                av_frame_unref(fr);
+                continue;
+            }
+        }
         /* targets before this frame take the previous frame (this one if it is the first) */
         while (!rc && next < n && t > target[next]) {
             rc = have_prev ? vdec_store(v, prev, next, prev_t) : vdec_store(v, fr, next, t);
@@ -161,6 +187,17 @@ static int vdec_sample(struct vdec *v, const double *target, int n)
         av_frame_move_ref(prev, fr);
         prev_t = t;
         have_prev = 1;
+        if (!rc && seek_s > 0 && next < n && next != seeked_for && target[next] - t > seek_s) {
+            seek_at = target[next];
+            seeked_for = next;   /* once per target: the keyframe may be this far back */
+            back = 0;
+            if (vdec_seek(v, seek_at, start) == 0) {
+                check_seek = 1;
+                have_prev = 0;   /* frames between it and the keyframe were skipped */
+            } else {
+                seek_s = 0;
+            }
+        }
     }
     while (!rc && next < n && have_prev) {   /* targets after the last frame */
         rc = vdec_store(v, prev, next, prev_t);
@@ -214,7 +251,7 @@ int media_video_load(const char *path, const struct media_video_opts *opts, stru
     }
     if (!rc) {
         for (int i = 0; i < o.frames; i++) target[i] = (i + 0.5) * dur / o.frames;
-        rc = vdec_sample(&v, target, o.frames);
+        rc = vdec_sample(&v, target, o.frames, o.seek_s);
     }
     free(target);
     vdec_close(&v);

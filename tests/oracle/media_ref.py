@@ -89,7 +89,7 @@ put("mel_short", log_mel(x.astype(np.float32).astype(np.float64), 16000, n_fft=2
 # ---- video ----
 import av  # noqa: E402
 
-for f, n in [("testsrc.mp4", 8), ("testsrc.mkv", 5)]:
+for f, n in [("testsrc.mp4", 8), ("testsrc.mkv", 5), ("long.mp4", 4)]:
     with av.open(os.path.join(fix, f)) as c:
         st = c.streams.video[0]
         tb = float(st.time_base)
