@@ -3,7 +3,7 @@
  * mean for stereo), resampling 44.1 kHz -> 16 kHz against the analytic sine, the
  * log-mel spectrogram against the numpy implementation of SPEC §4's conventions in
  * tests/oracle/media_ref.py (relative error <= 1e-4), and corrupt files refused with
- * the file named and the counter advanced. */
+ * the file named and the counter advanced; the same results from several threads. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 
 #include "common/core/fsutil.h"
 #include "common/core/log.h"
@@ -183,6 +184,50 @@ static void test_corrupt_audio(void **state)
     assert_int_equal(fs_remove_tree(dir), 0);
 }
 
+struct mel_worker {
+    const char *path;
+    double sum;
+    int rc;
+};
+
+static void *mel_worker_run(void *arg)
+{
+    struct mel_worker *w = arg;
+    for (int it = 0; it < 4 && !w->rc; it++) {
+        struct media_audio a;
+        struct media_mel m;
+        w->rc = media_audio_load(w->path, MEDIA_AUDIO_RATE, &a, NULL);
+        if (!w->rc) w->rc = media_mel_compute(&a, NULL, &m);
+        if (!w->rc) {
+            double s = 0;
+            for (size_t i = 0; i < (size_t)m.n_mels * m.n_frames; i++) s += m.data[i] * (double)(i % 97 + 1);
+            if (it && s != w->sum) w->rc = -100;   /* every run on a thread gives the same values */
+            w->sum = s;
+        }
+        media_mel_free(&m);
+        media_audio_free(&a);
+    }
+    return NULL;
+}
+
+/* decode, resample (44.1 kHz stereo) and mel from several threads at once */
+static void test_threads_agree(void **state)
+{
+    (void)state;
+    MFX_REQUIRE();
+    struct mel_worker w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct mel_worker){.path = mfx(i % 2 ? "stereo44k.wav" : "speech16k.wav")};
+        assert_int_equal(pthread_create(&th[i], NULL, mel_worker_run, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) assert_int_equal(w[i].rc, 0);
+    assert_true(w[0].sum == w[2].sum);
+    assert_true(w[1].sum == w[3].sum);
+    assert_true(w[0].sum != w[1].sum);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -192,6 +237,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resample_sine),
         cmocka_unit_test(test_mel_matches_numpy),
         cmocka_unit_test(test_corrupt_audio),
+        cmocka_unit_test(test_threads_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

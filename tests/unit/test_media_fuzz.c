@@ -85,7 +85,7 @@ static void test_fuzz_audio(void **state)
 static void test_fuzz_video(void **state)
 {
     (void)state;
-    const char *seeds[] = {"testsrc.mp4", "testsrc.mkv", NULL};
+    const char *seeds[] = {"testsrc.mp4", "testsrc.mkv", "long.mp4", NULL};
     run_target("video", seeds, 0);
 }
 
