@@ -43,8 +43,8 @@ static void mfx_setup(const char *argv0)
 
 static const char *mfx(const char *name)
 {
-    static char buf[8][1400];
-    static int k;
+    static _Thread_local char buf[8][1400];   /* callable from test threads */
+    static _Thread_local int k;
     k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%.300s", mfx_dir, name);
     return buf[k];
