@@ -25,7 +25,10 @@ int media_resize_rgb(const uint8_t *src, int sh, int sw, int src_stride, uint8_t
 /* Per-thread scratch buffers (media_scratch.c): get a buffer of n bytes for a slot,
  * give it back with put (which frees it only when it was not the cached one). A slot
  * is used by one function at a time on a thread. */
-enum { MEDIA_SCRATCH_FILE = 0, MEDIA_SCRATCH_ZLIB, MEDIA_SCRATCH_ROWS, MEDIA_SCRATCH_PLANES, MEDIA_SCRATCH_SLOTS };
+enum {
+    MEDIA_SCRATCH_FILE = 0, MEDIA_SCRATCH_ZLIB, MEDIA_SCRATCH_ROWS, MEDIA_SCRATCH_PLANES, MEDIA_SCRATCH_FRAME,
+    MEDIA_SCRATCH_SLOTS
+};
 void *media_scratch_get(int slot, size_t n);
 void media_scratch_put(int slot, void *p);
 

@@ -78,7 +78,7 @@ static int vdec_store(struct vdec *v, const AVFrame *f, int i, double t)
     if (sws_scale(v->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst, dst_stride) != f->height)
         return sushi_error(SUSHI_EBACKEND, "%s: swscale failed converting a frame to RGB", v->path);
     int h = out->h, w = out->w;
-    uint8_t *hwc = malloc((size_t)h * w * 3);
+    uint8_t *hwc = media_scratch_get(MEDIA_SCRATCH_FRAME, (size_t)h * w * 3);
     if (!hwc) return sushi_error(SUSHI_ENOMEM, "%s: out of memory", v->path);
     int rc = media_resize_rgb(v->rgb, f->height, f->width, stride, hwc, h, w, v->filter);
     if (!rc) {
@@ -87,7 +87,7 @@ static int vdec_store(struct vdec *v, const AVFrame *f, int i, double t)
             for (size_t p = 0; p < (size_t)h * w; p++) o[(size_t)c * h * w + p] = hwc[p * 3 + c];
         out->t[i] = t;
     }
-    free(hwc);
+    media_scratch_put(MEDIA_SCRATCH_FRAME, hwc);
     return rc;
 }
 
