@@ -52,31 +52,35 @@ static int audio_decode(const char *path, float **out, int64_t *n, int *rate)
     }
     int ch = info.channels;
     enum { CHUNK = 4096 };
-    float *buf = malloc(sizeof(float) * CHUNK * (size_t)ch);
+    float *buf = ch > 1 ? malloc(sizeof(float) * CHUNK * (size_t)ch) : NULL;   /* mono reads in place */
     /* the header's frame count is a hint only (it may lie): start at most at 1 M samples */
-    int64_t cap = info.frames > 0 && info.frames < (1 << 20) ? info.frames + 1 : 1 << 20, len = 0;
+    int64_t cap = (info.frames > 0 && info.frames < (1 << 20) ? info.frames : 1 << 20) + CHUNK, len = 0;
     float *mono = malloc(sizeof(float) * (size_t)cap);
-    while (buf && mono) {
-        sf_count_t got = sf_readf_float(sf, buf, CHUNK);
+    while ((buf || ch == 1) && mono) {
+        if (len + CHUNK > cap) {
+            while (len + CHUNK > cap) cap *= 2;
+            float *m = realloc(mono, sizeof(float) * (size_t)cap);
+            if (!m) {
+                free(mono);
+                mono = NULL;
+                break;
+            }
+            mono = m;
+        }
+        sf_count_t got = sf_readf_float(sf, ch == 1 ? mono + len : buf, CHUNK);
         if (got <= 0) break;
         if (len + got > AUDIO_MAX_SAMPLES) {
             rc = sushi_error(SUSHI_EUNSUPPORTED, "%s: audio longer than %lld samples", path, AUDIO_MAX_SAMPLES);
             break;
         }
-        if (len + got > cap) {
-            while (len + got > cap) cap *= 2;
-            float *m = realloc(mono, sizeof(float) * (size_t)cap);
-            if (!m) break;
-            mono = m;
-        }
-        for (sf_count_t i = 0; i < got; i++) {
+        for (sf_count_t i = 0; ch > 1 && i < got; i++) {
             float s = buf[i * ch];
             for (int c = 1; c < ch; c++) s += buf[i * ch + c];
-            mono[len + i] = ch == 1 ? s : s / (float)ch;
+            mono[len + i] = s / (float)ch;
         }
         len += got;
     }
-    if (!rc && (!buf || !mono)) rc = sushi_error(SUSHI_ENOMEM, "%s: out of memory decoding audio", path);
+    if (!rc && ((ch > 1 && !buf) || !mono)) rc = sushi_error(SUSHI_ENOMEM, "%s: out of memory decoding audio", path);
     if (!rc && sf_error(sf) != SF_ERR_NO_ERROR)
         rc = sushi_error(SUSHI_EFORMAT, "%s: corrupt audio: %s", path, sf_strerror(sf));
     if (!rc && len == 0) rc = sushi_error(SUSHI_EFORMAT, "%s: no audio samples", path);
