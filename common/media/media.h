@@ -3,6 +3,10 @@
  * into the tensors the student's modality encoders take, plus the JSONL manifests that
  * pair a media file with its text.
  *
+ * Libraries: libpng (8-bit non-interlaced PNGs inflate through libdeflate), libjpeg-turbo,
+ * libswscale (resize, video RGB), libsndfile + libswresample (audio), av_tx (FFT),
+ * libavformat + libavcodec (video), assimp (meshes).
+ *
  * Conventions (SPEC §4 "Multimodal student"):
  *   image  u8 [H, W, 3] RGB, decoded exactly as PIL's Image.open(f).convert("RGB");
  *          resized with PIL's filters (bilinear, bicubic: antialiased when shrinking)
