@@ -1,6 +1,7 @@
 /* Batches: regenerating batch `id` from the epoch plan (text rows located by binary
- * search over the prefix sums, needle rows inserted by the needle layout), and saving a
- * batch as safetensors with the wire-format tensor names. */
+ * search over the prefix sums, media rows by the plan's row table, needle rows inserted
+ * by the needle layout), and saving a batch as safetensors with the wire-format tensor
+ * names. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ void data_batch_free(struct data_batch *b) {
     if (!b) return;
     free(b->tokens); free(b->targets); free(b->doc_ids); free(b->positions);
     free(b->sample_ids); free(b->answer_mask);
+    for (int k = 0; k < MEDIA_NKINDS; k++) { free(b->media[k].data); free(b->media[k].rows); }
     memset(b, 0, sizeof *b);
 }
 
@@ -122,6 +124,7 @@ int data_batch(struct data_loader *l, uint64_t id, struct data_batch *b) {
     b->epoch = epoch;
     b->index = index;
     b->n_needles = 0;
+    if (!rc) rc = data_media_batch_reset(l, b);
     for (int r = 0; r < cfg->batch_size && !rc; r++) {
         uint64_t row = index * (uint64_t)cfg->batch_size + (uint64_t)r;
         size_t o = (size_t)r * T;
@@ -130,10 +133,17 @@ int data_batch(struct data_loader *l, uint64_t id, struct data_batch *b) {
             rc = data_needle_row(l, epoch, row, b->tokens + o, b->targets + o, b->doc_ids + o,
                                  b->positions + o, b->answer_mask + o);
             b->n_needles++;
+            continue;
+        }
+        uint64_t base = data_text_rows_before(cfg, epoch, row);
+        uint64_t entry = p->row_table ? p->row_table[base] : base;
+        if (entry & DATA_ROW_MEDIA) {
+            uint32_t rec = p->media_order[entry & ~DATA_ROW_MEDIA];
+            if (!(rc = doc_tokens(l, rec, &cache))) rc = data_media_row(l, rec, r, b, cache.ids, cache.n);
         } else {
             memset(b->answer_mask + o, 0, T);
-            rc = text_row(l, p, data_text_rows_before(cfg, epoch, row), &cache, stream, slot,
-                          b->tokens + o, b->targets + o, b->doc_ids + o, b->positions + o);
+            rc = text_row(l, p, entry, &cache, stream, slot, b->tokens + o, b->targets + o,
+                          b->doc_ids + o, b->positions + o);
         }
     }
     free(cache.ids);
@@ -142,18 +152,34 @@ int data_batch(struct data_loader *l, uint64_t id, struct data_batch *b) {
     return rc;
 }
 
+/* the media tensors with n > 0: NAME [n, dims...] and NAME_row [n] */
+static int save_media(struct st_writer *w, const struct data_batch *b) {
+    for (int k = 0; k < MEDIA_NKINDS; k++) {
+        const struct data_media_tensor *t = &b->media[k];
+        if (t->n <= 0) continue;
+        int64_t shape[5], rows[1] = {t->n};
+        int nd = data_media_tensor_shape(t, shape);
+        if (nd < 0) return nd;
+        int rc = st_writer_add(w, data_media_tensor_name((enum media_kind)k), t->dt, nd, shape, t->data);
+        if (!rc) rc = st_writer_add(w, data_media_row_name((enum media_kind)k), DT_I32, 1, rows, t->rows);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 int data_batch_save(const struct data_batch *b, const char *path) {
     if (!b || !b->tokens || !path) return sushi_error(SUSHI_EINVAL, "data_batch_save: NULL argument");
     struct st_writer *w = st_writer_new();
     if (!w) return SUSHI_ENOMEM;
     int64_t bt[2] = {b->B, b->T}, bb[1] = {b->B};
-    char v[6][32];
+    char v[7][32];
     snprintf(v[0], sizeof v[0], "%llu", (unsigned long long)b->id);
     snprintf(v[1], sizeof v[1], "%llu", (unsigned long long)b->epoch);
     snprintf(v[2], sizeof v[2], "%llu", (unsigned long long)b->index);
     snprintf(v[3], sizeof v[3], "%d", b->T);
     snprintf(v[4], sizeof v[4], "%d", b->B);
     snprintf(v[5], sizeof v[5], "%d", b->n_needles);
+    snprintf(v[6], sizeof v[6], "%d", b->n_media_rows);
     int rc = 0;
     if ((rc = st_writer_add(w, "tokens", DT_I32, 2, bt, b->tokens)) ||
         (rc = st_writer_add(w, "targets", DT_I32, 2, bt, b->targets)) ||
@@ -161,10 +187,11 @@ int data_batch_save(const struct data_batch *b, const char *path) {
         (rc = st_writer_add(w, "positions", DT_I32, 2, bt, b->positions)) ||
         (rc = st_writer_add(w, "sample_ids", DT_U64, 1, bb, b->sample_ids)) ||
         (rc = st_writer_add(w, "answer_mask", DT_U8, 2, bt, b->answer_mask)) ||
+        (rc = st_writer_meta(w, "media_rows", v[6])) ||
         (rc = st_writer_meta(w, "batch_id", v[0])) || (rc = st_writer_meta(w, "epoch", v[1])) ||
         (rc = st_writer_meta(w, "cursor", v[2])) || (rc = st_writer_meta(w, "seq_len", v[3])) ||
         (rc = st_writer_meta(w, "batch_size", v[4])) || (rc = st_writer_meta(w, "needle_rows", v[5])) ||
-        (rc = st_writer_commit(w, path))) {
+        (rc = save_media(w, b)) || (rc = st_writer_commit(w, path))) {
         st_writer_free(w);
         return rc;
     }

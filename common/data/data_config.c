@@ -18,6 +18,7 @@ void data_config_defaults(struct data_config *cfg) {
     cfg->needle_share = 0.01;
     cfg->max_consecutive_errors = 100;
     cfg->max_doc_bytes = 65536;
+    data_media_config_defaults(&cfg->media);
 }
 
 void data_config_free(struct data_config *cfg) {
@@ -43,6 +44,8 @@ int data_config_validate(const struct data_config *c) {
                            c->max_consecutive_errors, c->epoch_docs);
     if (!(c->needle_share >= 0.0 && c->needle_share <= 1.0))
         return sushi_error(SUSHI_EINVAL, "data: needle_share %g not in [0, 1]", c->needle_share);
+    int rc = data_media_config_validate(&c->media);
+    if (rc) return rc;
     if (c->n_sources < 1 || c->n_sources > DATA_MAX_SOURCES)
         return sushi_error(SUSHI_EINVAL, "data: %d sources, expected 1..%d", c->n_sources,
                            DATA_MAX_SOURCES);
@@ -52,7 +55,7 @@ int data_config_validate(const struct data_config *c) {
         if (!(s->weight >= 0.0 && s->weight <= 1e9))
             return sushi_error(SUSHI_EINVAL, "data: source %s: weight %g not in [0, 1e9]",
                                s->name ? s->name : s->path, s->weight);
-        if (s->format != DATA_TEXT && s->format != DATA_JSONL)
+        if (s->format != DATA_TEXT && s->format != DATA_JSONL && s->format != DATA_MANIFEST)
             return sushi_error(SUSHI_EINVAL, "data: source %s: unknown format %d",
                                s->name ? s->name : s->path, (int)s->format);
     }
@@ -100,7 +103,8 @@ static int read_source(struct data_source_config *s, const json_t *obj, const ch
         return rc;
     if (!strcmp(format, "text")) s->format = DATA_TEXT;
     else if (!strcmp(format, "jsonl")) s->format = DATA_JSONL;
-    else return sushi_error(SUSHI_EINVAL, "%s: %s.format: expected text or jsonl, got \"%s\"",
+    else if (!strcmp(format, "manifest")) s->format = DATA_MANIFEST;
+    else return sushi_error(SUSHI_EINVAL, "%s: %s.format: expected text, jsonl or manifest, got \"%s\"",
                             file, path, format);
     if (!(s->weight >= 0.0) || s->weight > 1e9)
         return sushi_error(SUSHI_EINVAL, "%s: %s.weight: expected a value in [0, 1e9], got %g",
@@ -119,7 +123,7 @@ static int read_source(struct data_source_config *s, const json_t *obj, const ch
 int data_config_from_json(struct data_config *cfg, const json_t *data, const char *file) {
     static const char *const known[] = {"seed", "seq_len", "batch_size", "threads", "prefetch",
         "needle_share", "max_consecutive_errors", "epoch_docs", "max_doc_bytes", "tokenizer",
-        "sources", NULL};
+        "sources", "media", NULL};
     if (!cfg || !data || !file) return sushi_error(SUSHI_EINVAL, "data_config_from_json: NULL argument");
     data_config_defaults(cfg);
     struct ju_where w = {file, "data"};
@@ -136,7 +140,8 @@ int data_config_from_json(struct data_config *cfg, const json_t *data, const cha
         (rc = ju_int(data, w, "max_consecutive_errors", 0, 0, 1 << 30, &cfg->max_consecutive_errors)) ||
         (rc = ju_int64(data, w, "epoch_docs", 0, &cfg->epoch_docs)) ||
         (rc = ju_int(data, w, "max_doc_bytes", 0, 64, 1 << 30, &cfg->max_doc_bytes)) ||
-        (rc = ju_string(data, w, "tokenizer", 0, &tok)))
+        (rc = ju_string(data, w, "tokenizer", 0, &tok)) ||
+        (rc = data_media_config_from_json(&cfg->media, json_object_get(data, "media"), file)))
         goto fail;
     cfg->seed = (uint64_t)seed;
     if (!(cfg->needle_share >= 0.0 && cfg->needle_share <= 1.0)) {

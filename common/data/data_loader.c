@@ -95,6 +95,7 @@ void data_loader_close(struct data_loader *l) {
     }
     free(l->files);
     free(l->records);
+    data_media_entries_free(l);
     if (l->owned_tok) tok_free(l->owned_tok);
     data_config_free(&l->cfg);
     pthread_mutex_destroy(&l->lock);

@@ -65,7 +65,25 @@ static void shuffle(uint32_t *perm, size_t n, uint64_t h) {
 
 static void plan_free(struct data_plan *p) {
     if (!p) return;
-    free(p->order); free(p->prefix); free(p->doc_counts); free(p);
+    free(p->order); free(p->prefix); free(p->doc_counts);
+    free(p->media_order); free(p->row_table); free(p);
+}
+
+/* The base rows in order: media document i goes before the text row that was being
+ * filled when it was drawn (text stream offset at[i]), after the last full text row
+ * when none was. */
+static int row_table_build(struct data_plan *p, const uint64_t *at, uint64_t T) {
+    p->row_table = malloc(p->base_rows * sizeof *p->row_table);
+    if (!p->row_table)
+        return sushi_error(SUSHI_ENOMEM, "data: epoch %llu: out of memory (%llu rows)",
+                           (unsigned long long)p->epoch, (unsigned long long)p->base_rows);
+    uint64_t m = 0, out = 0;
+    for (uint64_t t = 0; t < p->text_rows; t++) {
+        while (m < p->n_media && at[m] / T <= t) p->row_table[out++] = DATA_ROW_MEDIA | m++;
+        p->row_table[out++] = t;
+    }
+    while (m < p->n_media) p->row_table[out++] = DATA_ROW_MEDIA | m++;
+    return 0;
 }
 
 static int plan_build(struct data_loader *l, uint64_t epoch, struct data_plan **out) {
@@ -84,19 +102,25 @@ static int plan_build(struct data_loader *l, uint64_t epoch, struct data_plan **
     uint64_t drawn[DATA_MAX_SOURCES] = {0};
     if (!p) return sushi_error(SUSHI_ENOMEM, "data: out of memory");
     p->epoch = epoch;
-    p->n_docs = cfg->epoch_docs ? (uint64_t)cfg->epoch_docs : l->n_records;
-    p->order = malloc(p->n_docs * sizeof *p->order);
-    p->prefix = malloc((p->n_docs + 1) * sizeof *p->prefix);
+    uint64_t n_drawn = cfg->epoch_docs ? (uint64_t)cfg->epoch_docs : l->n_records;
+    uint64_t *media_at = NULL;   /* [n_media] text tokens of the stream when each was drawn */
+    p->order = malloc((n_drawn ? n_drawn : 1) * sizeof *p->order);
+    p->prefix = malloc((n_drawn + 1) * sizeof *p->prefix);
     p->doc_counts = calloc((size_t)ns, sizeof *p->doc_counts);
+    if (l->n_media) {
+        p->media_order = malloc((n_drawn ? n_drawn : 1) * sizeof *p->media_order);
+        media_at = malloc((n_drawn ? n_drawn : 1) * sizeof *media_at);
+        if (!p->media_order || !media_at) rc = SUSHI_ENOMEM;
+    }
     for (int s = 0; s < ns; s++)
         if (l->src_count[s] && !(perm[s] = malloc(l->src_count[s] * sizeof *perm[s]))) rc = SUSHI_ENOMEM;
     if (rc || !p->order || !p->prefix || !p->doc_counts) {
         rc = sushi_error(SUSHI_ENOMEM, "data: epoch %llu: out of memory (%llu documents)",
-                         (unsigned long long)epoch, (unsigned long long)p->n_docs);
+                         (unsigned long long)epoch, (unsigned long long)n_drawn);
         goto done;
     }
     p->prefix[0] = 0;
-    for (uint64_t j = 0; j < p->n_docs; j++) {
+    for (uint64_t j = 0; j < n_drawn; j++) {
         double u = data_unit(data_hash(cfg->seed, epoch, j, TAG_MIX)) * total;
         int s = last;   /* the first drawable source whose cumulative weight exceeds u */
         for (int i = 0; i < ns; i++)
@@ -105,19 +129,27 @@ static int plan_build(struct data_loader *l, uint64_t epoch, struct data_plan **
         if (k % n == 0)   /* a new pass over this source: a fresh shuffle */
             shuffle(perm[s], n, data_hash(cfg->seed, epoch, (uint64_t)s, TAG_PERM + 16 * (k / n)));
         uint32_t rec = (uint32_t)(l->src_first[s] + perm[s][k % n]);
-        p->order[j] = rec;
-        p->prefix[j + 1] = p->prefix[j] + l->records[rec].n_tokens + 1;
         p->doc_counts[s]++;
+        if (data_record_is_media(l, &l->records[rec])) {   /* a row of its own, not packed */
+            media_at[p->n_media] = p->prefix[p->n_docs];
+            p->media_order[p->n_media++] = rec;
+            continue;
+        }
+        p->order[p->n_docs] = rec;
+        p->prefix[p->n_docs + 1] = p->prefix[p->n_docs] + l->records[rec].n_tokens + 1;
+        p->n_docs++;
     }
     uint64_t T = (uint64_t)cfg->seq_len, B = (uint64_t)cfg->batch_size, k = data_needle_block(cfg);
     p->text_rows = p->prefix[p->n_docs] / T;
+    p->base_rows = p->text_rows + p->n_media;
+    if (p->n_media && (rc = row_table_build(p, media_at, T))) goto done;
     if (k == 1) {
-        p->n_rows = p->text_rows;   /* needle_share 1: every row a passkey sample */
+        p->n_rows = p->base_rows;   /* needle_share 1: every row a passkey sample */
     } else {
-        uint64_t r = k ? p->text_rows + p->text_rows / (k - 1) : p->text_rows;
+        uint64_t r = k ? p->base_rows + p->base_rows / (k - 1) : p->base_rows;
         r = r > 2 ? r - 2 : 0;
-        if (r < p->text_rows) r = p->text_rows;
-        while (data_text_rows_before(cfg, epoch, r) < p->text_rows) r++;
+        if (r < p->base_rows) r = p->base_rows;
+        while (data_text_rows_before(cfg, epoch, r) < p->base_rows) r++;
         p->n_rows = r;
     }
     p->n_batches = p->n_rows / B;
@@ -130,6 +162,7 @@ static int plan_build(struct data_loader *l, uint64_t epoch, struct data_plan **
         rc = sushi_error(SUSHI_EUNSUPPORTED, "data: epoch %llu: more than 2^40 batches",
                          (unsigned long long)epoch);
 done:
+    free(media_at);
     for (int s = 0; s < ns; s++) free(perm[s]);
     if (rc) { plan_free(p); return rc; }
     *out = p;

@@ -54,7 +54,7 @@ int data_record_error(struct data_loader *l, const char *file, long long line, c
     return 0;
 }
 
-static int push_record(struct data_loader *l, const struct data_record *r) {
+int data_push_record(struct data_loader *l, const struct data_record *r) {
     if (l->n_records == l->cap_records) {
         size_t cap = l->cap_records ? 2 * l->cap_records : 1024;
         void *p = realloc(l->records, cap * sizeof *l->records);
@@ -91,7 +91,7 @@ static int push_pieces(struct data_loader *l, struct data_record base, const cha
         if (file_range) { r.offset = base.offset + at; r.len = (uint32_t)n; r.sub_off = 0; }
         else r.sub_off = (uint32_t)at;
         r.sub_len = (uint32_t)n;
-        int rc = push_record(l, &r);
+        int rc = data_push_record(l, &r);
         if (rc) return rc;
         for (size_t i = 0; i < n; i++) line += text[at + i] == '\n';
         at += n;
@@ -207,6 +207,7 @@ static int scan_file(struct data_loader *l, const char *path, int source) {
     int rc = add_file(l, path, source);
     if (rc) return rc;
     uint32_t idx = (uint32_t)(l->n_files - 1);
+    if (s->format == DATA_MANIFEST) return data_scan_manifest(l, idx, path);
     char *buf;
     size_t n;
     if (fs_read_all(path, &buf, &n)) return data_record_error(l, path, 0, sushi_last_error());
@@ -279,9 +280,21 @@ int data_scan_sources(struct data_loader *l) {
     return 0;
 }
 
+int data_record_is_media(const struct data_loader *l, const struct data_record *r) {
+    return l->cfg.sources[l->files[r->file].source].format == DATA_MANIFEST;
+}
+
 int data_record_text(const struct data_loader *l, const struct data_record *r, char **text,
                      size_t *len) {
     const char *path = l->files[r->file].path;
+    if (data_record_is_media(l, r)) {   /* the manifest's text, kept since the scan */
+        if (r->offset >= l->n_media)
+            return sushi_error(SUSHI_EINVAL, "data: %s:%u: no such manifest record", path, r->line);
+        if (!(*text = strdup(l->media[r->offset].text)))
+            return sushi_error(SUSHI_ENOMEM, "data: %s:%u: out of memory", path, r->line);
+        *len = strlen(*text);
+        return 0;
+    }
     char *buf = malloc((size_t)r->len + 1);
     if (!buf) return sushi_error(SUSHI_ENOMEM, "data: %s:%u: out of memory", path, r->line);
     int kept = l->files[r->file].fd;

@@ -1,4 +1,4 @@
-// libs: wire data tok config student core
+// libs: wire data media tok config student core
 /* sushi-loader: the data stage. Reads the `data` section of a YAML config, indexes the
  * sources and produces batches in id order from (seed, epoch, cursor).
  *   pipeline mode (default): serves the batches to teacher replicas and the trainer over
@@ -50,8 +50,13 @@ static void usage(FILE *f) {
         "  -h, --help        this help\n"
         "  key.path=value    override a config value, e.g. data.seed=7 loader.threads=4\n\n"
         "Tensors per batch: tokens, targets (-1 = ignore), doc_ids, positions [B,T] I32,\n"
-        "sample_ids [B] U64, answer_mask [B,T] U8 (answer tokens of passkey rows); a batch\n"
-        "message also has id, epoch, cursor and meta.next (the id that follows).\n",
+        "sample_ids [B] U64, answer_mask [B,T] U8 (answer tokens of passkey rows); with\n"
+        "`format: manifest` sources (JSONL of {\"image\"|\"audio\"|\"video\"|\"mesh\": PATH,\n"
+        "\"text\": ...}; shapes from data.media) the batches that hold such rows add image\n"
+        "[N,3,H,W] U8, audio_mel [N,frames,bins] F16, video [N,F,3,H,W] U8, mesh_points\n"
+        "[N,P,6] F32 and image_row/audio_row/video_row/mesh_row [N] I32 (the batch row of\n"
+        "each item). A batch message also has id, epoch, cursor and meta.next (the id that\n"
+        "follows).\n",
         PROTO_HEARTBEAT_MS, PROTO_DEAD_AFTER_MS, PROTO_RESEND_AFTER_MS);
 }
 
@@ -106,9 +111,9 @@ static int dump(struct data_loader *l, uint64_t start, unsigned long long n, int
         snprintf(path, sizeof path, "%s/batch-%04llu-%010llu.safetensors", outdir,
                  (unsigned long long)b->epoch, (unsigned long long)b->index);
         if (!(rc = data_batch_save(b, path)))
-            printf("%s id=%llu epoch=%llu cursor=%llu needle_rows=%d\n", path,
+            printf("%s id=%llu epoch=%llu cursor=%llu needle_rows=%d media_rows=%d\n", path,
                    (unsigned long long)b->id, (unsigned long long)b->epoch,
-                   (unsigned long long)b->index, b->n_needles);
+                   (unsigned long long)b->index, b->n_needles, b->n_media_rows);
     }
     data_stream_close(s);
     return rc;
@@ -152,6 +157,7 @@ int main(int argc, char **argv) {
         rc = data ? data_config_from_json(&cfg, data, config)
                   : sushi_error(SUSHI_EINVAL, "%s: no `data` section", config);
     }
+    if (!rc) cfg.media.ops = data_media_decoders();   /* manifest sources decode media */
     if (!rc && threads) {
         if (threads > 256) rc = sushi_error(SUSHI_EINVAL, "--threads %llu: at most 256", threads);
         else cfg.threads = (int)threads;

@@ -323,6 +323,14 @@ static int loader_send_batch(struct loader *L, int pi, struct data_batch *b, int
     if (!rc) rc = wire_msg_add_tensor(&m, "positions", DT_I32, 2, bt, b->positions);
     if (!rc) rc = wire_msg_add_tensor(&m, "sample_ids", DT_U64, 1, bb, b->sample_ids);
     if (!rc) rc = wire_msg_add_tensor(&m, "answer_mask", DT_U8, 2, bt, b->answer_mask);
+    for (int k = 0; k < MEDIA_NKINDS && !rc; k++) {   /* media of the batch's manifest rows */
+        const struct data_media_tensor *t = &b->media[k];
+        if (t->n <= 0) continue;
+        int64_t shape[5], rows[1] = { t->n };
+        int nd = data_media_tensor_shape(t, shape);
+        rc = nd < 0 ? nd : wire_msg_add_tensor(&m, data_media_tensor_name((enum media_kind)k), t->dt, nd, shape, t->data);
+        if (!rc) rc = wire_msg_add_tensor(&m, data_media_row_name((enum media_kind)k), DT_I32, 1, rows, t->rows);
+    }
     if (rc) loader_batch_free(b);
     else rc = transport_send(L->sock, &m, &p->addr, loader_batch_free, b); /* frees b when sent */
     wire_msg_free(&m);
