@@ -70,15 +70,68 @@ void optim_free(struct optim *o) {
     memset(o, 0, sizeof *o);
 }
 
-int optim_step(struct optim *o, float *master, void *param, const void *grad) {
-    if (!o || !o->m || !master || !grad) return sushi_error(SUSHI_EINVAL, "optim_step: NULL argument");
+int optim_freeze(struct optim *o, int buf, size_t off, size_t n) {
+    if (!o || buf < 0 || n == 0) return sushi_error(SUSHI_EINVAL, "optim_freeze: bad arguments");
+    if (o->n_frozen == OPTIM_MAX_FROZEN)
+        return sushi_error(SUSHI_EINVAL, "optim_freeze: at most %d frozen ranges", OPTIM_MAX_FROZEN);
+    o->frozen[o->n_frozen++] = (struct optim_frozen){.buf = buf, .off = off, .n = n};
+    return 0;
+}
+
+/* The parts of [lo, hi) of buffer b outside its frozen ranges, in order: up to cap
+ * segments (off, cnt) into seg; returns the count or -1 when cap is too small. */
+static int active_segments(const struct optim *o, int b, size_t lo, size_t hi, size_t (*seg)[2], int cap) {
+    int n = 0;
+    size_t at = lo;
+    while (at < hi) {
+        size_t end = hi, skip = 0;   /* the first frozen range overlapping [at, hi) */
+        for (int i = 0; i < o->n_frozen; i++) {
+            const struct optim_frozen *f = &o->frozen[i];
+            if (f->buf != b || f->off + f->n <= at || f->off >= end) continue;
+            if (f->off <= at) { end = at; skip = f->off + f->n; break; }
+            end = f->off;
+            skip = f->off + f->n;
+        }
+        if (end > at) {
+            if (n == cap) return -1;
+            seg[n][0] = at;
+            seg[n][1] = end - at;
+            n++;
+        }
+        at = skip > end ? skip : end;
+        if (skip == 0) break;
+    }
+    return n;
+}
+
+#define OPTIM_MAX_SEG (2 * OPTIM_MAX_FROZEN + 2)
+
+int optim_step_multi(struct optim *o, const struct optim_buf *bufs, int nb) {
+    if (!o || !o->m || !bufs || nb < 1) return sushi_error(SUSHI_EINVAL, "optim_step: NULL argument");
+    size_t total = 0;
+    for (int b = 0; b < nb; b++) {
+        if (!bufs[b].master || !bufs[b].grad || bufs[b].n_decay > bufs[b].n)
+            return sushi_error(SUSHI_EINVAL, "optim_step: buffer %d: missing weights or gradients", b);
+        total += bufs[b].n;
+    }
+    if (total != o->n)
+        return sushi_error(SUSHI_EINVAL, "optim_step: buffers hold %zu parameters, the optimizer %zu", total, o->n);
     const struct ops *ops = o->ops;
     size_t es = dtype_size(ops->act_dtype);
     float accum = 1.0f / (float)o->cfg.accum_steps;
-    float ss = 0;
-    int rc = ops->sumsq(&ss, grad, o->n);
-    if (rc) return rc;
-    float norm = sqrtf(ss) * accum;
+    size_t seg[OPTIM_MAX_SEG][2];
+    double ss = 0;   /* one global norm over every trainable gradient */
+    for (int b = 0; b < nb; b++) {
+        int ns = active_segments(o, b, 0, bufs[b].n, seg, OPTIM_MAX_SEG);
+        if (ns < 0) return sushi_error(SUSHI_EINVAL, "optim_step: too many frozen ranges");
+        for (int s = 0; s < ns; s++) {
+            float part = 0;
+            int rc = ops->sumsq(&part, (const char *)bufs[b].grad + seg[s][0] * es, seg[s][1]);
+            if (rc) return rc;
+            ss += part;
+        }
+    }
+    float norm = sqrtf((float)ss) * accum;
     if (!isfinite(norm)) return sushi_error(SUSHI_EINVAL, "optim_step: gradient norm is %f at step %d", norm, o->step + 1);
     float clip = 1.0f;
     /* torch.nn.utils.clip_grad_norm_: coef = max / (norm + 1e-6), applied when < 1 */
@@ -90,17 +143,32 @@ int optim_step(struct optim *o, float *master, void *param, const void *grad) {
     o->last_lr = optim_lr_at(&o->cfg, o->step);
     struct adamw_args a = {.lr = o->last_lr, .beta1 = o->cfg.beta1, .beta2 = o->cfg.beta2,
                            .eps = o->cfg.eps, .step = o->step + 1, .grad_scale = accum * clip};
-    /* two ranges: matrices with weight decay, then norm weights without */
-    size_t off[2] = {0, o->n_decay}, cnt[2] = {o->n_decay, o->n - o->n_decay};
-    for (int r = 0; r < 2; r++) {
-        if (!cnt[r]) continue;
-        a.n = cnt[r];
-        a.weight_decay = r == 0 ? o->cfg.weight_decay : 0.0f;
-        void *p = param ? (char *)param + off[r] * es : NULL;
-        rc = ops->adamw(master + off[r], p, (const char *)grad + off[r] * es, o->m + off[r],
-                        o->v + off[r], &a);
-        if (rc) return rc;
+    size_t mo = 0;   /* the buffer's first moment */
+    for (int b = 0; b < nb; b++) {
+        const struct optim_buf *x = &bufs[b];
+        /* two ranges: matrices with weight decay, then the rest without */
+        for (int r = 0; r < 2; r++) {
+            size_t lo = r == 0 ? 0 : x->n_decay, hi = r == 0 ? x->n_decay : x->n;
+            int ns = active_segments(o, b, lo, hi, seg, OPTIM_MAX_SEG);
+            if (ns < 0) return sushi_error(SUSHI_EINVAL, "optim_step: too many frozen ranges");
+            a.weight_decay = r == 0 ? o->cfg.weight_decay : 0.0f;
+            for (int s = 0; s < ns; s++) {
+                size_t off = seg[s][0];
+                a.n = seg[s][1];
+                void *p = x->param ? (char *)x->param + off * es : NULL;
+                int rc = ops->adamw(x->master + off, p, (const char *)x->grad + off * es, o->m + mo + off,
+                                    o->v + mo + off, &a);
+                if (rc) return rc;
+            }
+        }
+        mo += x->n;
     }
     o->step++;
     return 0;
+}
+
+int optim_step(struct optim *o, float *master, void *param, const void *grad) {
+    if (!o || !o->m || !master || !grad) return sushi_error(SUSHI_EINVAL, "optim_step: NULL argument");
+    struct optim_buf b = {.master = master, .param = param, .grad = grad, .n = o->n, .n_decay = o->n_decay};
+    return optim_step_multi(o, &b, 1);
 }

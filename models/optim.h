@@ -1,7 +1,9 @@
 /* The optimizer driver: AdamW (decoupled weight decay, bias correction) over one f32
  * master buffer through ops->adamw, global-norm gradient clipping through ops->sumsq,
  * gradient accumulation, and the learning-rate schedule (linear warmup, then cosine or
- * linear decay to min_lr, or constant), optionally scaled linearly with batch size. */
+ * linear decay to min_lr, or constant), optionally scaled linearly with batch size.
+ * One step may cover several parameter buffers (optim_step_multi) with one global norm,
+ * and ranges may be frozen (optim_freeze). */
 #ifndef SUSHI_OPTIM_H
 #define SUSHI_OPTIM_H
 
@@ -22,6 +24,23 @@ struct optim_config {
     int accum_steps;      /* micro-batches summed into one step (grads divided by this) */
 };
 
+/* One parameter buffer of a multi-buffer step (e.g. the student and its encoders): the
+ * moments of buffer i sit after those of buffers 0..i-1 in the optimizer's m and v. */
+struct optim_buf {
+    float *master;        /* (n) f32 master weights */
+    void *param;          /* act-dtype copy, may be NULL or == master */
+    const void *grad;     /* (n) act-dtype accumulated gradients */
+    size_t n, n_decay;    /* parameters; leading ones with weight decay */
+};
+
+/* A range of buffer `buf` kept frozen: its parameters get no update (no AdamW step, no
+ * weight decay, moments untouched) and its gradients do not count in the clipping norm. */
+struct optim_frozen {
+    int buf;
+    size_t off, n;
+};
+#define OPTIM_MAX_FROZEN 32
+
 struct optim {
     struct optim_config cfg;
     const struct ops *ops;
@@ -30,6 +49,8 @@ struct optim {
     float *m, *v;         /* (n) f32 moments in backend memory */
     int step;             /* completed steps */
     float last_lr, last_norm;
+    struct optim_frozen frozen[OPTIM_MAX_FROZEN];
+    int n_frozen;
 };
 
 /* Fills defaults (β 0.9/0.95, eps 1e-8, accum 1) and checks the values. */
@@ -46,5 +67,10 @@ void optim_free(struct optim *o);
  * grad/accum_steps, AdamW on master (and the act copy `param`, may be NULL or == master).
  * Does not zero the gradients. */
 int optim_step(struct optim *o, float *master, void *param, const void *grad);
+/* The same over nb buffers whose sizes add up to the optimizer's n: one global gradient
+ * norm over all of them (frozen ranges excluded) for clipping, then AdamW on each. */
+int optim_step_multi(struct optim *o, const struct optim_buf *bufs, int nb);
+/* Freezes [off, off + n) of buffer `buf` (0 for optim_step's one buffer). */
+int optim_freeze(struct optim *o, int buf, size_t off, size_t n);
 
 #endif

@@ -18,20 +18,38 @@ static const char *ckpt_join(char *buf, const char *dir, const char *file) {
     return buf;
 }
 
-/* The HF-named views of one f32 buffer laid out as the model lays it out. */
-static int ckpt_views(const struct student_config *cfg, const float *base, struct param_view **out) {
+/* The HF-named views of one f32 buffer laid out as the model lays it out, followed by
+ * those of the encoders' buffer `ebase` (laid out as encoders.h lays it out) when it is
+ * not NULL and cfg->enc has a modality on. */
+static int ckpt_views(const struct student_config *cfg, const float *base, const float *ebase,
+                      struct param_view **out) {
     *out = NULL;
     int n = student_param_views(cfg, (float *)base, NULL, 0);
     if (n <= 0) return n < 0 ? n : sushi_error(SUSHI_EINVAL, "checkpoint: model has no parameters");
-    *out = calloc((size_t)n, sizeof **out);
+    int ne = ebase && encoder_enabled(&cfg->enc) ? encoder_param_views(&cfg->enc, (float *)ebase, NULL, 0) : 0;
+    if (ne < 0) return ne;
+    *out = calloc((size_t)(n + ne), sizeof **out);
     if (!*out) return sushi_error(SUSHI_ENOMEM, "checkpoint: out of memory");
     int m = student_param_views(cfg, (float *)base, *out, n);
-    if (m != n) {
+    int me = ne ? encoder_param_views(&cfg->enc, (float *)ebase, *out + n, ne) : 0;
+    if (m != n || me != ne) {
         free(*out);
         *out = NULL;
-        return m < 0 ? m : sushi_error(SUSHI_EINVAL, "checkpoint: parameter views changed");
+        return m < 0 ? m : me < 0 ? me : sushi_error(SUSHI_EINVAL, "checkpoint: parameter views changed");
     }
-    return n;
+    return n + ne;
+}
+
+/* encoder buffers: given exactly when cfg->enc is on (moments too when `moments`) */
+static int ckpt_check_enc(const char *dir, const struct student_config *cfg, const struct ckpt_encoder_bufs *e,
+                          int moments) {
+    if (!e) return 0;
+    if (!encoder_enabled(&cfg->enc))
+        return sushi_error(SUSHI_EINVAL, "checkpoint: %s: encoder buffers given but model.encoders is off", dir);
+    if (!e->params || (moments && (!e->m || !e->v)) || (!moments && (e->m || e->v)))
+        return sushi_error(SUSHI_EINVAL, "checkpoint: %s: encoder weights missing, or moments given for one "
+                           "part of the model only", dir);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- saving */
@@ -58,10 +76,11 @@ static int ckpt_write_json(const char *path, const json_t *j) {
     return rc;
 }
 
-static int ckpt_write_model(const char *tmp, const struct student_config *cfg, const float *params) {
+static int ckpt_write_model(const char *tmp, const struct student_config *cfg, const float *params,
+                            const float *eparams) {
     char path[CKPT_JOIN_MAX];
     struct param_view *views;
-    int n = ckpt_views(cfg, params, &views);
+    int n = ckpt_views(cfg, params, eparams, &views);
     if (n < 0) return n;
     json_t *native = config_student_to_json(cfg);
     char *meta = native ? json_dumps(native, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
@@ -84,12 +103,12 @@ static int ckpt_write_model(const char *tmp, const struct student_config *cfg, c
 }
 
 static int ckpt_write_optimizer(const char *tmp, const struct student_config *cfg, const float *m,
-                                const float *v) {
+                                const float *v, const struct ckpt_encoder_bufs *e) {
     char path[CKPT_JOIN_MAX];
     struct param_view *vm, *vv;
-    int n = ckpt_views(cfg, m, &vm);
+    int n = ckpt_views(cfg, m, e ? e->m : NULL, &vm);
     if (n < 0) return n;
-    int n2 = ckpt_views(cfg, v, &vv);
+    int n2 = ckpt_views(cfg, v, e ? e->v : NULL, &vv);
     if (n2 < 0) { free(vm); return n2; }
     struct st_writer *w = st_writer_new();
     int rc = w ? SUSHI_OK : sushi_error(SUSHI_ENOMEM, "checkpoint: out of memory");
@@ -105,6 +124,11 @@ static int ckpt_write_optimizer(const char *tmp, const struct student_config *cf
 
 int checkpoint_save(const char *dir_in, const struct student_config *cfg_in, const float *params,
                     const float *m, const float *v, const json_t *state) {
+    return checkpoint_save_enc(dir_in, cfg_in, params, m, v, NULL, state);
+}
+
+int checkpoint_save_enc(const char *dir_in, const struct student_config *cfg_in, const float *params,
+                        const float *m, const float *v, const struct ckpt_encoder_bufs *e, const json_t *state) {
     if (!dir_in || !*dir_in || !cfg_in || !params)
         return sushi_error(SUSHI_EINVAL, "checkpoint_save: missing directory, config or parameters");
     if (!m != !v) return sushi_error(SUSHI_EINVAL, "checkpoint_save: %s: give both AdamW moments or neither", dir_in);
@@ -113,10 +137,11 @@ int checkpoint_save(const char *dir_in, const struct student_config *cfg_in, con
     struct student_config cfg = *cfg_in;
     int rc = student_config_validate(&cfg);
     if (rc) return rc;
+    if ((rc = ckpt_check_enc(dir_in, &cfg, e, m != NULL))) return rc;
     char tmp[CKPT_PATH_MAX], path[CKPT_JOIN_MAX];
     if ((rc = fs_dir_stage(dir_in, tmp, sizeof tmp))) return rc;
-    rc = ckpt_write_model(tmp, &cfg, params);
-    if (!rc && m) rc = ckpt_write_optimizer(tmp, &cfg, m, v);
+    rc = ckpt_write_model(tmp, &cfg, params, e ? e->params : NULL);
+    if (!rc && m) rc = ckpt_write_optimizer(tmp, &cfg, m, v, e);
     if (!rc && state) rc = ckpt_write_json(ckpt_join(path, tmp, CKPT_STATE), state);
     if (!rc) return fs_dir_publish(tmp, dir_in);
     char msg[1024];
@@ -168,8 +193,18 @@ int checkpoint_read_config(const char *dir_in, struct student_config *cfg, enum 
     return rc;
 }
 
+/* Encoder tensors (encoders.h), skipped when the caller loads the text model alone. */
+static int ckpt_encoder_name(const char *name) {
+    static const char *const pre[] = {"model.vision.", "model.video.", "model.audio.", "model.mesh.",
+                                      "model.prefix."};
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
+        if (!strncmp(name, pre[i], strlen(pre[i]))) return 1;
+    return 0;
+}
+
 /* Buffers that HF Llama files may carry and that are not parameters. */
-static int ckpt_ignorable(const char *name) {
+static int ckpt_ignorable(const char *name, int skip_encoders) {
+    if (skip_encoders && ckpt_encoder_name(name)) return 1;
     size_t n = strlen(name);
     const char *s = ".rotary_emb.inv_freq";
     return n > strlen(s) && !strcmp(name + n - strlen(s), s);
@@ -189,7 +224,7 @@ static size_t ckpt_set_index(const struct st_set *f, const struct st_tensor *t) 
 /* Copies every view from f (tensor NAME+suffix), converting to f32 when allow_convert;
  * refuses missing, mis-shaped, wrongly typed and unexpected extra tensors. */
 static int ckpt_read_views(const struct st_set *f, const struct param_view *views, int n,
-                           const char *const *suffixes, int n_suffixes, int allow_convert) {
+                           const char *const *suffixes, int n_suffixes, int allow_convert, int skip_encoders) {
     char *used = calloc(f->n ? f->n : 1, 1);
     if (!used) return sushi_error(SUSHI_ENOMEM, "%s: out of memory", f->dir);
     int rc = SUSHI_OK;
@@ -215,7 +250,7 @@ static int ckpt_read_views(const struct st_set *f, const struct param_view *view
         }
     }
     for (size_t i = 0; i < f->n && !rc; i++)
-        if (!used[i] && !ckpt_ignorable(f->tensors[i]->name))
+        if (!used[i] && !ckpt_ignorable(f->tensors[i]->name, skip_encoders))
             rc = sushi_error(SUSHI_EFORMAT, "%s: unexpected extra tensor %s (not in this model's layout)",
                              f->owner[i]->path, f->tensors[i]->name);
     free(used);
@@ -223,12 +258,13 @@ static int ckpt_read_views(const struct st_set *f, const struct param_view *view
 }
 
 static int ckpt_load_file(const char *dir, const char *stem, const struct student_config *cfg,
-                          float *const *bufs, const char *const *suffixes, int nb, int allow_convert) {
+                          float *const *bufs, float *const *ebufs, const char *const *suffixes, int nb,
+                          int allow_convert) {
     struct param_view *views = NULL;
     int n = 0, rc = SUSHI_OK;
     for (int b = 0; b < nb && !rc; b++) {
         struct param_view *one;
-        int k = ckpt_views(cfg, bufs[b], &one);
+        int k = ckpt_views(cfg, bufs[b], ebufs ? ebufs[b] : NULL, &one);
         if (k < 0) { rc = k; break; }
         struct param_view *grown = realloc(views, (size_t)(n + k) * sizeof *views);
         if (!grown) { free(one); rc = sushi_error(SUSHI_ENOMEM, "%s: out of memory", dir); break; }
@@ -240,7 +276,7 @@ static int ckpt_load_file(const char *dir, const char *stem, const struct studen
     struct st_set f;
     if (!rc) rc = st_set_open(&f, dir, stem);
     if (!rc) {
-        rc = ckpt_read_views(&f, views, n / nb, suffixes, nb, allow_convert);
+        rc = ckpt_read_views(&f, views, n / nb, suffixes, nb, allow_convert, !ebufs);
         st_set_close(&f);
     }
     free(views);
@@ -249,6 +285,11 @@ static int ckpt_load_file(const char *dir, const char *stem, const struct studen
 
 int checkpoint_load(const char *dir_in, const struct student_config *cfg_in, float *params, float *m,
                     float *v, json_t **state) {
+    return checkpoint_load_enc(dir_in, cfg_in, params, m, v, NULL, state);
+}
+
+int checkpoint_load_enc(const char *dir_in, const struct student_config *cfg_in, float *params, float *m,
+                        float *v, const struct ckpt_encoder_bufs *e, json_t **state) {
     if (!dir_in || !cfg_in || !params)
         return sushi_error(SUSHI_EINVAL, "checkpoint_load: missing directory, config or parameters");
     if (!m != !v) return sushi_error(SUSHI_EINVAL, "checkpoint_load: %s: give both AdamW moments or neither", dir_in);
@@ -256,14 +297,16 @@ int checkpoint_load(const char *dir_in, const struct student_config *cfg_in, flo
     struct student_config cfg = *cfg_in;
     int rc = student_config_validate(&cfg);
     char dir[CKPT_PATH_MAX], path[CKPT_JOIN_MAX];
+    if (!rc) rc = ckpt_check_enc(dir_in, &cfg, e, m != NULL);
     if (!rc) rc = checkpoint_resolve_dir(dir_in, dir, sizeof dir);
     if (rc) return rc;
     const char *none[] = {""};
-    rc = ckpt_load_file(dir, CKPT_MODEL_STEM, &cfg, &params, none, 1, 1);
+    float *eparams = e ? e->params : NULL;
+    rc = ckpt_load_file(dir, CKPT_MODEL_STEM, &cfg, &params, e ? &eparams : NULL, none, 1, 1);
     if (!rc && m) {
-        float *bufs[2] = {m, v};
+        float *bufs[2] = {m, v}, *ebufs[2] = {e ? e->m : NULL, e ? e->v : NULL};
         const char *suffixes[2] = {".exp_avg", ".exp_avg_sq"};
-        rc = ckpt_load_file(dir, CKPT_OPTIMIZER_STEM, &cfg, bufs, suffixes, 2, 0);
+        rc = ckpt_load_file(dir, CKPT_OPTIMIZER_STEM, &cfg, bufs, e ? ebufs : NULL, suffixes, 2, 0);
     }
     if (!rc && state) {
         json_error_t err;

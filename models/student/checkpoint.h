@@ -5,7 +5,10 @@
  *                           __metadata__ {"format": "pt", "sushi.config": <model JSON>}.
  *                           Reading also accepts HF shards (model.safetensors.index.json).
  *   config.json             HF LlamaConfig (model_type "llama") + a "sushi" object for
- *                           what HF lacks: {"vocab": real vocab, "window", "doc_mask"}
+ *                           what HF lacks: {"vocab": real vocab, "window", "doc_mask",
+ *                           "encoders" (model.encoders, only when a modality is on)}
+ *                           Encoder weights (multimodal students) sit in the same files
+ *                           under model.vision.* / video / audio / mesh / prefix names.
  *   optimizer.safetensors   (optional) AdamW moments, F32, NAME.exp_avg / NAME.exp_avg_sq
  *   trainer_state.json      (optional) the trainer's opaque key/value state
  *
@@ -46,10 +49,24 @@
 
 enum ckpt_source { CKPT_FROM_CONFIG_JSON = 0, CKPT_FROM_METADATA, CKPT_FROM_SHAPES };
 
+/* The encoders' part of a multimodal student (model.encoders, encoders.h): f32 buffers of
+ * encoder_param_count(&cfg->enc) elements laid out as the encoders lay them out, saved
+ * under their HF names (encoder_param_views) into the same files as the text model. */
+struct ckpt_encoder_bufs {
+    float *params;
+    float *m, *v;       /* AdamW moments: set exactly when the text model's are */
+};
+
 /* params, m, v: f32 buffers of student_param_count(cfg) elements in the model's layout.
  * m and v are both NULL (no optimizer state) or both set; state may be NULL. */
 int checkpoint_save(const char *dir, const struct student_config *cfg, const float *params,
                     const float *m, const float *v, const json_t *state);
+/* The same with the encoders' buffers e (NULL: text model only; a model with encoders
+ * then saves no encoder tensors, and loading skips the file's encoder tensors). */
+int checkpoint_save_enc(const char *dir, const struct student_config *cfg, const float *params,
+                        const float *m, const float *v, const struct ckpt_encoder_bufs *e, const json_t *state);
+int checkpoint_load_enc(const char *dir, const struct student_config *cfg, float *params, float *m,
+                        float *v, const struct ckpt_encoder_bufs *e, json_t **state);
 /* Detects and validates the architecture (see above). *cfg may carry hints (see above);
  * it is overwritten. *src (may be NULL) says where the answer came from. */
 int checkpoint_read_config(const char *dir, struct student_config *cfg, enum ckpt_source *src);

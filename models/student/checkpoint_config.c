@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/core/config_student.h"
 #include "common/core/fsutil.h"
 #include "common/core/json_util.h"
 #include "common/core/log.h"
@@ -47,13 +48,34 @@ json_t *checkpoint_hf_config(const struct student_config *c) {
     bad |= ckpt_set(o, "attention_bias", json_false());
     bad |= ckpt_set(o, "mlp_bias", json_false());
     bad |= ckpt_set(o, "torch_dtype", json_string("float32"));
-    bad |= ckpt_set(o, "sushi", json_pack("{s:i, s:i, s:b}", "vocab", c->vocab, "window", c->window,
-                                          "doc_mask", c->doc_mask));
+    json_t *sushi = json_pack("{s:i, s:i, s:b}", "vocab", c->vocab, "window", c->window, "doc_mask", c->doc_mask);
+    if (sushi && encoder_enabled(&c->enc)) {   /* model.encoders as config_student writes it */
+        json_t *native = config_student_to_json(c);
+        json_t *enc = native ? json_object_get(native, "encoders") : NULL;
+        bad |= !enc || json_object_set(sushi, "encoders", enc);
+        json_decref(native);
+    }
+    bad |= ckpt_set(o, "sushi", sushi);
     if (bad) { json_decref(o); return NULL; }
     return o;
 }
 
-static const char *const sushi_keys[] = {"vocab", "window", "doc_mask", NULL};
+static const char *const sushi_keys[] = {"vocab", "window", "doc_mask", "encoders", NULL};
+
+/* sushi.encoders: parsed by config_student's reader, on the config read so far */
+static int ckpt_encoders_from_hf(const json_t *s, const char *file, struct student_config *c) {
+    json_t *enc = json_object_get(s, "encoders");
+    if (!enc) return SUSHI_OK;
+    json_t *native = config_student_to_json(c);
+    if (!native || json_object_set(native, "encoders", enc)) {
+        json_decref(native);
+        return sushi_error(SUSHI_ENOMEM, "%s: out of memory", file);
+    }
+    struct ju_where w = {file, "sushi"};
+    int rc = config_student_from_json(native, w, c);
+    json_decref(native);
+    return rc;
+}
 static const char *const yarn_keys[] = {
     "type", "rope_type", "rope_theta", "factor", "original_max_position_embeddings", "beta_fast",
     "beta_slow", "mscale", "mscale_all_dim", "attention_factor", NULL};
@@ -145,6 +167,7 @@ int checkpoint_config_from_hf(const json_t *hf, const char *file, struct student
         if ((rc = ju_int(s, ws, "vocab", 0, 1, c->vocab_padded, &c->vocab))) return rc;
         if ((rc = ju_int(s, ws, "window", 0, 0, BIG, &c->window))) return rc;
         if ((rc = ju_bool(s, ws, "doc_mask", 0, &c->doc_mask))) return rc;
+        if ((rc = ckpt_encoders_from_hf(s, file, c))) return rc;
     }
     if ((rc = student_config_validate(c))) {
         char msg[512];

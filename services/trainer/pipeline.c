@@ -3,6 +3,7 @@
  *   hello (next, window) → loader          teacher replicas → scored ─┐  (ROUTER)
  *                                          loader → batch (direct) ───┤  (DEALER)
  *      check (shapes, ids, temperature) → reorder window → apply in id order:
+ *      [modality tensors → encoder prefix (model.encoders)] →
  *      forward (KD top-K + CE) / backward × accum_steps → clip → AdamW → losses.tsv
  *      every save_every steps and at the end: checkpoint → ack next → announce (PUB)
  *
@@ -313,7 +314,7 @@ static int checkpoint(struct pipe *p) {
 static int finish_step(struct pipe *p) {
     beat_busy(p, 1);
     int rc = p->m.ops->sync ? p->m.ops->sync() : 0;
-    if (!rc) rc = optim_step(&p->opt, p->m.master, p->m.wbuf, p->m.gbuf);
+    if (!rc) rc = trainer_model_step(&p->m, &p->opt);
     beat_busy(p, 0);
     if (rc) return rc;
     p->last_loss = (float)(p->loss_sum / p->accum);
@@ -340,7 +341,10 @@ static int apply(struct pipe *p, struct wire_msg *m, int tag) {
     int kd = !p->tc->direct && p->tc->kd.alpha > 0;
     float loss = 0;
     beat_busy(p, 1);
-    rc = trainer_model_forward(&p->m, v.tokens, v.targets, v.doc_ids, kd ? &teacher : NULL, &p->lc, &loss);
+    if (p->m.has_enc) rc = mm_inputs_fill(&p->mm, m);
+    if (!rc)
+        rc = trainer_model_forward_mm(&p->m, p->m.has_enc ? &p->mm.in : NULL, v.tokens, v.targets, v.doc_ids,
+                                      kd ? &teacher : NULL, &p->lc, &loss);
     if (!rc) rc = trainer_model_backward(&p->m);
     beat_busy(p, 0);
     if (!rc) rc = records_applied(&p->rec, p->opt.step + 1, v.id, v.sample_ids, p->expect.B);

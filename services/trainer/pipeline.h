@@ -12,6 +12,7 @@
 #include "models/optim.h"
 #include "models/rng.h"
 #include "services/trainer/batch_check.h"
+#include "services/trainer/mm_inputs.h"
 #include "services/trainer/records.h"
 #include "services/trainer/reorder.h"
 #include "services/trainer/train_config.h"
@@ -36,6 +37,7 @@ struct pipe {
     struct transport *router;      /* teacher replicas; NULL in direct mode */
     struct transport *events;      /* PUB: metrics, checkpoints; NULL when not configured */
     struct trainer_model m;
+    struct mm_inputs mm;           /* encoder inputs of the batch (model.encoders on) */
     struct optim opt;
     struct reorder ro;
     struct records rec;

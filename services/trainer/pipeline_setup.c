@@ -1,5 +1,7 @@
 /* Setting up the trainer stage (pipeline.h): model and optimizer, resume from the
- * checkpoint in train.checkpoint_dir, records, sockets; and tearing it down. */
+ * checkpoint in train.checkpoint_dir (else, for a new stage, the weights of
+ * train.init_from), frozen layers (train.freeze_layers), records, sockets; and tearing it
+ * down. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,9 @@ static int resume(struct pipe *p, const char *records_dir) {
         keep = 1;
         log_info("resumed %s at step %d, next batch %llu", tc->checkpoint_dir, p->opt.step,
                  (unsigned long long)p->next);
+    } else if (tc->init_from[0]) {   /* a new stage: the previous stage's weights only */
+        rc = trainer_model_init_from(&p->m, tc->init_from);
+        if (rc) return rc;
     }
     return records_open(&p->rec, records_dir, keep, ab, lb);
 }
@@ -103,8 +108,11 @@ int trainer_pipeline(const struct train_config *tc) {
     int have_model = 0, have_optim = 0, have_stage = 0, have_reorder = 0;
     if (!rc) rc = trainer_model_create(&p->m, tc, ops, tc->batch_size, tc->seq_len);
     have_model = !rc;
+    if (!rc && p->m.has_enc)
+        rc = mm_inputs_init(&p->mm, &p->m.student.cfg.enc, tc->batch_size, tc->image_mean, tc->image_std);
     if (!rc) rc = optim_create(&p->opt, &tc->optim, ops, p->m.n_params, p->m.n_decay);
     have_optim = !rc;
+    if (!rc) rc = trainer_model_freeze(&p->m, &p->opt, tc->freeze_layers);
     if (!rc) {
         p->expect.vocab = p->m.vocab;
         p->expect.need_doc_ids = p->m.doc_mask;
@@ -139,6 +147,7 @@ int trainer_pipeline(const struct train_config *tc) {
     if (have_reorder) reorder_free(&p->ro);
     if (have_optim) optim_free(&p->opt);
     if (have_model) trainer_model_free(&p->m);
+    mm_inputs_free(&p->mm);
     free(p);
     return rc;
 }

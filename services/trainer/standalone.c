@@ -137,7 +137,9 @@ int trainer_standalone(const struct train_config *tc, const struct train_io *io)
              tc->steps, B, T, opt.cfg.accum_steps, opt.cfg.lr, opt.cfg.min_lr,
              opt.cfg.schedule == OPTIM_COSINE ? "cosine" : opt.cfg.schedule == OPTIM_LINEAR ? "linear" : "constant",
              opt.cfg.warmup_steps, ops->name, tc->corpus, len);
+    if (!rc) rc = trainer_model_freeze(&m, &opt, tc->freeze_layers);
     if (!rc && io->resume_dir) rc = load_checkpoint(io->resume_dir, &m, &opt, &data_rng);
+    else if (!rc && tc->init_from[0]) rc = trainer_model_init_from(&m, tc->init_from);
     float val0 = 0, val1 = 0;
     if (!rc) rc = eval_loss(&m, u, split, len, ids, targets, doc, &lc, &val0);
     if (!rc) log_info("held-out loss before training: %.4f", val0);
@@ -153,7 +155,7 @@ int trainer_standalone(const struct train_config *tc, const struct train_io *io)
             if (!rc) rc = trainer_model_backward(&m);
             loss_sum += loss;
         }
-        if (!rc) rc = optim_step(&opt, m.master, m.wbuf, m.gbuf);
+        if (!rc) rc = trainer_model_step(&m, &opt);
         tokens_since += (long)B * T * opt.cfg.accum_steps;
         if (!rc && (step % tc->log_every == 0 || step == tc->steps - 1)) {
             if (ops->sync) ops->sync();

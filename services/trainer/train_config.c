@@ -61,6 +61,38 @@ static int copy_string(json_t *root, const char *path, const char *key, int requ
     return 0;
 }
 
+/* a float or a list of 3 floats (one per channel) into v[3] */
+static int get_channels(json_t *root, const char *path, const char *key, float def, float *v) {
+    v[0] = v[1] = v[2] = def;
+    json_t *x = json_object_get(json_object_get(root, "train"), key + strlen("train."));
+    if (!x) return 0;
+    if (json_is_number(x)) {
+        v[0] = v[1] = v[2] = (float)json_number_value(x);
+    } else if (json_is_array(x) && json_array_size(x) == 3) {
+        for (int i = 0; i < 3; i++) {
+            json_t *e = json_array_get(x, (size_t)i);
+            if (!json_is_number(e)) return sushi_error(SUSHI_EINVAL, "%s: %s[%d]: not a number", path, key, i);
+            v[i] = (float)json_number_value(e);
+        }
+    } else {
+        return sushi_error(SUSHI_EINVAL, "%s: %s: a number or a list of 3 numbers", path, key);
+    }
+    return 0;
+}
+
+/* train.init_from, train.freeze_layers, train.image_mean / image_std */
+static int load_stage(json_t *root, const char *path, struct train_config *t) {
+    int rc = copy_string(root, path, "train.init_from", 0, "", t->init_from, sizeof t->init_from);
+    if (!rc) rc = config_get_int(root, path, "train.freeze_layers", 0, &t->freeze_layers);
+    if (!rc) rc = get_channels(root, path, "train.image_mean", 0.5f, t->image_mean);
+    if (!rc) rc = get_channels(root, path, "train.image_std", 0.5f, t->image_std);
+    if (rc) return rc;
+    if (t->freeze_layers < 0) return sushi_error(SUSHI_EINVAL, "%s: train.freeze_layers must be ≥ 0", path);
+    for (int i = 0; i < 3; i++)
+        if (!(t->image_std[i] > 0)) return sushi_error(SUSHI_EINVAL, "%s: train.image_std must be > 0", path);
+    return 0;
+}
+
 /* run, endpoints, data.batch_size/seq_len and train's pipeline fields */
 static int load_pipeline(json_t *root, const char *path, struct train_config *t) {
     struct data_config dc;
@@ -157,6 +189,7 @@ int train_config_load(const char *path, const char *const *overrides, int n_over
     if (!rc) rc = config_get_string(root, path, "train.corpus", 0, &corpus);
     if (!rc) rc = config_get_string(root, path, "train.backend", 0, &backend);
     if (!rc) rc = get_schedule(root, path, &o->schedule);
+    if (!rc) rc = load_stage(root, path, t);
     if (!rc) {
         snprintf(t->corpus, sizeof t->corpus, "%s", corpus);
         snprintf(t->backend, sizeof t->backend, "%s", backend);

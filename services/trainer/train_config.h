@@ -38,6 +38,11 @@ struct train_config {
     char corpus[512];        /* byte-level training text, relative to the repo root */
     char backend[16];        /* cpu | cuda | auto */
 
+    /* training stages (pipelines/multistage.yaml) */
+    char init_from[512];     /* weights only from this checkpoint when not resuming ("" = none) */
+    int freeze_layers;       /* the embedding and the first N blocks get no updates */
+    float image_mean[3], image_std[3];   /* u8 pixels → (x/255 − mean) / std (default 0.5, 0.5) */
+
     /* pipeline mode */
     int pipeline;            /* the config has `endpoints` */
     int direct;              /* no endpoints.trainer: batches come from the loader */

@@ -2,7 +2,13 @@
  * path: the student (models/student) or a DeepSeek model (ds_train_*). Both keep their
  * parameters in one f32 master buffer, act-dtype compute weights and gradients, which
  * optim_step updates in one call. Checkpoints carry weights, AdamW moments and the
- * trainer's state object (trainer_state.json). */
+ * trainer's state object (trainer_state.json).
+ *
+ * A student with model.encoders (multimodal) also owns the encoders (encoders.h): each
+ * forward takes the batch's encoder inputs, runs the prefix, then the student with it;
+ * backward runs the student then the encoders; one AdamW step (trainer_model_step)
+ * covers both buffers with one global gradient norm; the optimizer's moments are
+ * [student | encoders]; checkpoints carry the encoder weights and moments too. */
 #ifndef SUSHI_TRAINER_MODEL_H
 #define SUSHI_TRAINER_MODEL_H
 
@@ -27,6 +33,11 @@ struct trainer_model {
     void *wbuf, *gbuf;       /* compute weights, gradients (act dtype) */
     struct student_model student;
     struct ds_train ds;
+    /* multimodal student: n_params = n_student + enc.n_params */
+    int has_enc;
+    size_t n_student;
+    struct encoders enc;
+    void *prefix, *dprefix;  /* (B, P, C) act */
 };
 
 const char *trainer_arch_name(enum train_arch a);   /* "llama" | "deepseek" */
@@ -40,7 +51,22 @@ void trainer_model_free(struct trainer_model *m);
 int trainer_model_forward(struct trainer_model *m, const int32_t *ids, const int32_t *targets,
                           const int32_t *doc_ids, const struct student_teacher *teacher,
                           const struct student_loss_cfg *lc, float *loss);
+/* The same with the encoders' inputs of the batch (required when m->has_enc, else NULL). */
+int trainer_model_forward_mm(struct trainer_model *m, const struct encoder_inputs *in, const int32_t *ids,
+                             const int32_t *targets, const int32_t *doc_ids, const struct student_teacher *teacher,
+                             const struct student_loss_cfg *lc, float *loss);
 int trainer_model_backward(struct trainer_model *m);
+/* One optimizer step over every parameter buffer (o sized for m->n_params). */
+int trainer_model_step(struct trainer_model *m, struct optim *o);
+/* train.freeze_layers: the embedding (with a tied head, the head too) and the first n
+ * transformer blocks are excluded from o's updates and its clipping norm (optim_freeze):
+ * their weights stay bit-identical. Student only. */
+int trainer_model_freeze(struct trainer_model *m, struct optim *o, int n);
+/* train.init_from: weights only from the checkpoint in dir (the optimizer, schedule and
+ * trainer state stay fresh). A text-only checkpoint (or one with other encoders) leaves
+ * this model's encoders as initialised (logged); a checkpoint's encoders are dropped
+ * when this model has none. The text architecture must match. */
+int trainer_model_init_from(struct trainer_model *m, const char *dir);
 int trainer_model_zero_grad(struct trainer_model *m);
 /* Writes weights, o's moments and `state` to dir atomically. */
 int trainer_model_save(struct trainer_model *m, const struct optim *o, const char *dir, const json_t *state);
