@@ -56,7 +56,7 @@ def write_fixtures(d, video=True):
     noisy = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)
     Image.fromarray(noisy).save(os.path.join(m, "noise.jpg"), quality=90)
     Image.fromarray(img[:20, :20, 0]).save(os.path.join(m, "grey.png"))
-    t = np.arange(8000) / 16000.0
+    t = np.arange(3200) / 16000.0   # 21 mel frames: padded to FRAMES
     sf.write(os.path.join(m, "tone.wav"), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
     sf.write(os.path.join(m, "long.wav"), (0.3 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000.0)).astype(np.float32), 16000)
     with open(os.path.join(m, "cube.obj"), "w") as f:
