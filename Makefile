@@ -144,3 +144,4 @@ clean:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 -include tests/fuzz/fuzz.mk
+-include tests/fuzz/media.mk
