@@ -1,7 +1,7 @@
 // libs: wire config tok deepseek student kernels cuda core
 /* sushi-teacher: the DeepSeek teacher (SPEC §1) as a tool, a pipeline stage and a service.
  *   score     token ids -> per-position top-K log-probabilities (+ raw logits)
- *   generate  prompt -> text, with the MLA latent cache
+ *   generate  prompt -> text, with the MLA latent cache; --prompts-file: JSONL in -> JSONL out
  *   pipeline  a replica of the distill pipeline: batches from the loader -> scored
  *             batches to the trainer (pipeline.c)
  *   serve     a ROUTER service answering info / score / generate requests (serve.c)
@@ -19,7 +19,8 @@ static void usage(FILE *f) {
             "usage: sushi-teacher COMMAND [OPTIONS]\n\n"
             "Runs a DeepSeek-V3/V2 checkpoint in the HF layout (bf16, f16, f32 or FP8 e4m3).\n\n"
             "  score      score token ids: top-K log-probabilities per position (sushi score)\n"
-            "  generate   generate text from a prompt (sushi generate)\n"
+            "  generate   generate text from a prompt, or from each line of a JSONL prompts file\n"
+            "             (--prompts-file F --out OUT.jsonl: chain-of-thought data; sushi generate)\n"
             "  pipeline   run as a teacher replica of a distill run (--config RUN.yaml)\n"
             "  serve      answer info / score / generate requests over ZeroMQ\n\n"
             "COMMAND --help describes each.\n");
