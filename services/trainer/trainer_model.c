@@ -225,6 +225,42 @@ int trainer_model_load(struct trainer_model *m, struct optim *o, const char *dir
     return rc;
 }
 
+/* this model's encoder tensors that the checkpoint's encoders (host buffer ck, laid out
+ * for ckc) have under the same name and shape are copied in; *copied / *total counted */
+static int init_encoders_matching(struct trainer_model *m, const struct encoder_config *ckc, float *ck,
+                                  int *copied, int *total) {
+    size_t n = m->enc.n_params;
+    float *h = malloc(n * sizeof(float));
+    struct param_view *mine = NULL, *theirs = NULL;
+    int nm = encoder_param_views(&m->enc.cfg, h, NULL, 0), nt = encoder_param_views(ckc, ck, NULL, 0);
+    int rc = nm < 0 ? nm : nt < 0 ? nt : 0;
+    if (!rc) {
+        mine = calloc((size_t)nm + 1, sizeof *mine);
+        theirs = calloc((size_t)nt + 1, sizeof *theirs);
+        if (!h || !mine || !theirs) rc = sushi_error(SUSHI_ENOMEM, "init_from: encoder buffers");
+    }
+    if (!rc) rc = m->ops->to_host(h, m->enc.master, n * 4);
+    if (!rc) {
+        encoder_param_views(&m->enc.cfg, h, mine, nm);
+        encoder_param_views(ckc, ck, theirs, nt);
+        *total = nm;
+        for (int a = 0; a < nm; a++)
+            for (int b = 0; b < nt; b++)
+                if (!strcmp(mine[a].name, theirs[b].name) && mine[a].ndim == theirs[b].ndim &&
+                    mine[a].shape[0] == theirs[b].shape[0] && mine[a].shape[1] == theirs[b].shape[1] &&
+                    mine[a].numel == theirs[b].numel) {
+                    memcpy(mine[a].data, theirs[b].data, mine[a].numel * sizeof(float));
+                    (*copied)++;
+                }
+        rc = m->ops->to_device(m->enc.master, h, n * 4);
+    }
+    if (!rc) rc = encoders_sync_weights(&m->enc);
+    free(h);
+    free(mine);
+    free(theirs);
+    return rc;
+}
+
 int trainer_model_init_from(struct trainer_model *m, const char *dir) {
     if (!m || !dir) return sushi_error(SUSHI_EINVAL, "trainer_model_init_from: NULL argument");
     if (m->arch != TRAIN_ARCH_LLAMA)
@@ -232,22 +268,24 @@ int trainer_model_init_from(struct trainer_model *m, const char *dir) {
     struct student_config c;
     int rc = read_student_arch(dir, &m->student.cfg, &c);
     if (rc) return rc;
-    int take_enc = m->has_enc && same_encoders(&c.enc, &m->student.cfg.enc);
-    size_t ns = m->n_student, n = take_enc ? m->n_params : ns;
-    float *h = malloc(n * sizeof(float));
-    if (!h) return sushi_error(SUSHI_ENOMEM, "%s: checkpoint buffers (%zu parameters)", dir, n);
+    int ck_enc = encoder_enabled(&c.enc), use_enc = ck_enc && m->has_enc;
+    size_t ns = m->n_student, ne = use_enc ? encoder_param_count(&c.enc) : 0;
+    float *h = malloc((ns + ne) * sizeof(float));
+    if (!h) return sushi_error(SUSHI_ENOMEM, "%s: checkpoint buffers (%zu parameters)", dir, ns + ne);
     struct ckpt_encoder_bufs e = {h + ns, NULL, NULL};
-    rc = checkpoint_load_enc(dir, &c, h, NULL, NULL, take_enc ? &e : NULL, NULL);
+    rc = checkpoint_load_enc(dir, &c, h, NULL, NULL, use_enc ? &e : NULL, NULL);
     if (!rc) rc = m->ops->to_device(m->master, h, ns * 4);
-    if (!rc && take_enc) rc = m->ops->to_device(m->enc.master, h + ns, (n - ns) * 4);
     if (!rc) rc = student_sync_weights(&m->student);
-    if (!rc && take_enc) rc = encoders_sync_weights(&m->enc);
+    int copied = 0, total = 0;
+    if (!rc && use_enc) rc = init_encoders_matching(m, &c.enc, h + ns, &copied, &total);
     free(h);
     if (rc) return rc;
-    if (m->has_enc && !take_enc)
-        log_info("init_from %s: %s; this model's encoders start freshly initialised", dir,
-                 encoder_enabled(&c.enc) ? "its encoders differ from model.encoders" : "a text-only checkpoint");
-    else if (!m->has_enc && encoder_enabled(&c.enc))
+    if (m->has_enc && !ck_enc)
+        log_info("init_from %s: a text-only checkpoint; this model's encoders start freshly initialised", dir);
+    else if (m->has_enc)
+        log_info("init_from %s: %d of %d encoder tensors from the checkpoint (same name and shape), the rest "
+                 "freshly initialised", dir, copied, total);
+    else if (ck_enc)
         log_info("init_from %s: the checkpoint's encoders are not used (model.encoders is off)", dir);
     log_info("init_from %s: weights loaded (optimizer, schedule and step start fresh)", dir);
     return 0;

@@ -63,9 +63,11 @@ int trainer_model_step(struct trainer_model *m, struct optim *o);
  * their weights stay bit-identical. Student only. */
 int trainer_model_freeze(struct trainer_model *m, struct optim *o, int n);
 /* train.init_from: weights only from the checkpoint in dir (the optimizer, schedule and
- * trainer state stay fresh). A text-only checkpoint (or one with other encoders) leaves
- * this model's encoders as initialised (logged); a checkpoint's encoders are dropped
- * when this model has none. The text architecture must match. */
+ * trainer state stay fresh). Encoder tensors the checkpoint has under the same name and
+ * shape are taken (an image stage's vision weights carry into a mesh stage); the rest,
+ * and all of them after a text-only checkpoint, stay freshly initialised (logged); a
+ * checkpoint's encoders are dropped when this model has none. The text architecture
+ * (layers, widths, heads, vocabulary, tying) must match. */
 int trainer_model_init_from(struct trainer_model *m, const char *dir);
 int trainer_model_zero_grad(struct trainer_model *m);
 /* Writes weights, o's moments and `state` to dir atomically. */
