@@ -4,8 +4,9 @@
  *   pipeline mode (default): serves the batches to teacher replicas and the trainer over
  *     a ROUTER socket (endpoints.loader) as common/transport/protocol.h says
  *     (services/loader/pipeline.c);
- *   --dump N OUTDIR: writes N batches as safetensors files (wire-format tensor names;
- *     metadata batch_id, epoch, cursor) so any batch can be inspected with ordinary tools. */
+ *   --dump N OUTDIR: writes N batches as safetensors files (wire-format tensor names, the
+ *     media tensors of manifest rows included; metadata batch_id, epoch, cursor) so any
+ *     batch can be inspected with ordinary tools. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,8 @@ static void usage(FILE *f) {
         "not know gets hello meta.reset=1 (say hello again). Metrics (sent, resent, inflight,\n"
         "acked, bad_messages, batches_per_s) are published every second to $SUSHI_PUBLISH;\n"
         "SIGTERM or SIGINT stops it (exit 0).\n\n"
-        "  --config FILE     YAML config: `data:` (see configs/data/), and in pipeline mode\n"
+        "  --config FILE     YAML config: `data:` (see configs/data/; data.media: the media\n"
+        "                    shapes, configs/data/tiny-media.yaml), and in pipeline mode\n"
         "                    endpoints.loader (endpoints.allow_remote: true for a tcp:// bind\n"
         "                    beyond loopback) and loader: {heartbeat_ms: %d, dead_after_ms: %d,\n"
         "                    resend_after_ms: %d, threads: 2, ready: 2 x threads (batches made\n"
