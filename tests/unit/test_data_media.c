@@ -18,6 +18,8 @@ static const char *const CAPTIONS[] = {"bars in a png", "spoken words", "moving 
 static const char *const FILES[] = {"rgb.png", "speech16k.wav", "testsrc.mp4", "cube.obj", "rgb.jpg"};
 static const enum media_kind KINDS[] = {MEDIA_IMAGE, MEDIA_AUDIO, MEDIA_VIDEO, MEDIA_MESH, MEDIA_IMAGE};
 #define NREC 5
+#define NTEXT 30
+static char *g_docs[NTEXT];   /* the text source's documents */
 
 /* manifest.jsonl (the fixtures with absolute paths, plus `extra` lines) and a text source */
 static void write_corpus(const char *extra) {
@@ -29,7 +31,28 @@ static void write_corpus(const char *extra) {
                               mfx(FILES[i]), CAPTIONS[i]);
     n += (size_t)snprintf(buf + n, sizeof buf - n, "%s", extra);
     write_file("manifest.jsonl", buf, n);
-    write_text_source("text.txt", 'T', 30, NULL);
+    for (int i = 0; i < NTEXT; i++) free(g_docs[i]);
+    write_text_source("text.txt", 'T', NTEXT, g_docs);
+}
+
+/* the text rows of an epoch in order, joined: the packed stream of the text documents
+ * alone (media rows are inserted between rows, never inside); checks each complete
+ * document, returns how many */
+static int check_text_stream(const int32_t *stream, size_t n) {
+    int docs = 0;
+    for (size_t at = 0, e; at < n; at = e + 1) {
+        for (e = at; e < n && stream[e] != 256; e++) {}
+        if (e == n) break;   /* the epoch's cut tail */
+        char buf[2048];
+        assert_true(e - at < sizeof buf);
+        for (size_t i = at; i < e; i++) buf[i - at] = (char)stream[i];
+        buf[e - at] = 0;
+        int known = 0;
+        for (int i = 0; i < NTEXT && !known; i++) known = !strcmp(buf, g_docs[i]);
+        if (!known) fail_msg("text rows: unknown document \"%s\"", buf);
+        docs++;
+    }
+    return docs;
 }
 
 static void media_config(struct data_config *c) {
@@ -138,12 +161,19 @@ static void test_rows_and_items_match_decoders(void **state) {
     void *ref[NREC] = {0};
     size_t ref_bytes[NREC];
     int per_kind[MEDIA_NKINDS] = {0}, media_rows = 0, text_rows = 0;
+    int32_t *stream = malloc((size_t)nb * B * T * sizeof *stream);
+    size_t n_stream = 0;
     for (uint64_t i = 0; i < nb; i++) {
         assert_int_equal(data_batch(l, DATA_BATCH_ID(0, i), &b), 0);
         int rows_of_kind[MEDIA_NKINDS][B], n_of_kind[MEDIA_NKINDS] = {0}, caption[B];
         for (int r = 0; r < B; r++) {
             caption[r] = media_row_caption(&b, r);
-            if (caption[r] < 0) { text_rows++; continue; }
+            if (caption[r] < 0) {
+                memcpy(stream + n_stream, b.tokens + (size_t)r * T, T * sizeof *stream);
+                n_stream += T;
+                text_rows++;
+                continue;
+            }
             enum media_kind k = KINDS[caption[r]];
             rows_of_kind[k][n_of_kind[k]++] = r;
             media_rows++;
@@ -163,6 +193,8 @@ static void test_rows_and_items_match_decoders(void **state) {
     }
     for (int k = 0; k < MEDIA_NKINDS; k++) assert_true(per_kind[k] > 0);
     assert_true(media_rows > 4 && text_rows > 4);
+    assert_true(check_text_stream(stream, n_stream) > 10);
+    free(stream);
     int64_t shape[5];
     assert_int_equal(data_media_tensor_shape(&b.media[MEDIA_VIDEO], shape), 5);
     assert_true(shape[1] == 3 && shape[2] == 3 && shape[3] == 16 && shape[4] == 12);
@@ -344,5 +376,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_text_only_and_no_decoders),
         cmocka_unit_test(test_media_config),
     };
-    return cmocka_run_group_tests(tests, corpus_setup, corpus_teardown);
+    int rc = cmocka_run_group_tests(tests, corpus_setup, corpus_teardown);
+    for (int i = 0; i < NTEXT; i++) free(g_docs[i]);
+    return rc;
 }
