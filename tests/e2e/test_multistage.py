@@ -122,6 +122,12 @@ def test_media(d, teacher):
     assert "init_from %s: a text-only checkpoint" % os.path.join(run, "distill", "student") in tlog
     assert "init_from %s: 5 of 10 encoder tensors from the checkpoint" % os.path.join(run, "image", "student") in tlog, \
         [l for l in tlog.splitlines() if "init_from" in l]
+    # the weights that multiply the pixels / points only get a gradient from real inputs
+    # (rows without the modality are zeros): nonzero moments mean the media arrived
+    oi = read_safetensors(os.path.join(run, "image", "student", "optimizer.safetensors"))
+    om = read_safetensors(os.path.join(run, "mesh", "student", "optimizer.safetensors"))
+    assert abs(oi["model.vision.patch_proj.weight.exp_avg_sq"]).max() > 0, "no image reached the trainer"
+    assert abs(om["model.mesh.fc1.weight.exp_avg_sq"]).max() > 0, "no mesh reached the trainer"
     fin = read_safetensors(os.path.join(run, "finetune", "student", "model.safetensors"))
     assert "model.mesh.fc1.weight" in fin, "the later phases keep the encoders"
     print("media: ok in %.1f s" % (time.time() - t0))
