@@ -222,6 +222,20 @@ int data_next_id(struct data_loader *l, uint64_t id, uint64_t *next);
 /* Regenerates batch `id` into b (allocated with the loader's B and T). Thread-safe. */
 int data_batch(struct data_loader *l, uint64_t id, struct data_batch *b);
 
+/* The pieces of a passkey sample (SPEC §5), each tokenized on its own: the preamble, one
+ * filler unit (repeated around the needle), the needle "The pass key is NNNNN. Remember
+ * it.", the question, the answer " NNNNN" and the closing ".". Used by the loader's needle
+ * rows and by eval's passkey grid, so both ask exactly the same thing. */
+enum data_needle_piece { NEEDLE_PRE = 0, NEEDLE_FILL, NEEDLE_NEEDLE, NEEDLE_QUESTION, NEEDLE_ANSWER,
+                         NEEDLE_TAIL, NEEDLE_NPIECES };
+struct data_needle_pieces {
+    int32_t *ids[NEEDLE_NPIECES];
+    size_t n[NEEDLE_NPIECES];
+};
+/* key in [0, 99999]; free with data_needle_pieces_free (also after a failure). */
+int data_needle_pieces(const struct data_tokenizer *tok, unsigned key, struct data_needle_pieces *p);
+void data_needle_pieces_free(struct data_needle_pieces *p);
+
 /* N worker threads produce batches by id into a bounded ring of `prefetch` slots; the
  * consumer receives them strictly in id order starting at start_id. */
 struct data_stream;

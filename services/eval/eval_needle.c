@@ -2,8 +2,7 @@
  * `trials` prompts built like the loader's needle rows (common/data/data_needle.c: the
  * same preamble, filler, needle, question and answer texts, each piece tokenized on its
  * own and concatenated), scored by exact match of the model's greedy continuation with
- * the answer tokens. The texts are repeated here because the data library keeps its
- * needle construction internal; they must stay equal to data_needle.c's. */
+ * the answer tokens. The pieces come from data_needle_pieces, as the loader's do. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,37 +11,6 @@
 #include "common/core/log.h"
 #include "models/rng.h"
 #include "services/eval/eval.h"
-
-static const char preamble[] = "There is important info hidden inside a lot of irrelevant text. "
-                               "Find it and memorize it. I will quiz you about the important "
-                               "information there.";
-static const char filler[] = " The grass is green. The sky is blue. The sun is yellow. Here we go. "
-                             "There and back again.";
-static const char question[] = " What is the pass key? The pass key is";
-
-enum { P_PRE, P_FILL, P_NEEDLE, P_QUESTION, P_ANSWER, P_COUNT };
-
-struct pieces {
-    int32_t *ids[P_COUNT];
-    size_t n[P_COUNT];
-};
-
-static void pieces_free(struct pieces *p) {
-    for (int i = 0; i < P_COUNT; i++) free(p->ids[i]);
-}
-
-static int pieces_make(const struct data_tokenizer *tok, unsigned key, struct pieces *p) {
-    char needle[64], answer[16];
-    snprintf(needle, sizeof needle, " The pass key is %05u. Remember it.", key);
-    snprintf(answer, sizeof answer, " %05u", key);
-    const char *text[P_COUNT] = {preamble, filler, needle, question, answer};
-    memset(p, 0, sizeof *p);
-    for (int i = 0; i < P_COUNT; i++) {
-        int rc = tok->encode(tok->ctx, text[i], strlen(text[i]), &p->ids[i], &p->n[i]);
-        if (rc) { pieces_free(p); return rc; }
-    }
-    return 0;
-}
 
 static int32_t *append(int32_t *dst, const int32_t *src, size_t n) {
     memcpy(dst, src, n * sizeof *src);
@@ -54,37 +22,37 @@ int eval_needle_prompt(const struct data_tokenizer *tok, unsigned key, double de
     if (!tok || !tok->encode || !prompt || !n_prompt || !answer || !n_answer || len < 1 ||
         !(depth >= 0.0 && depth <= 1.0) || key > 99999)
         return sushi_error(SUSHI_EINVAL, "eval_needle_prompt: bad argument");
-    struct pieces p;
-    int rc = pieces_make(tok, key, &p);
+    struct data_needle_pieces p;
+    int rc = data_needle_pieces(tok, key, &p);
     if (rc) return rc;
-    size_t fixed = p.n[P_PRE] + p.n[P_NEEDLE] + p.n[P_QUESTION] + p.n[P_ANSWER];
-    if (fixed > (size_t)len || p.n[P_ANSWER] == 0) {
-        pieces_free(&p);
+    size_t fixed = p.n[NEEDLE_PRE] + p.n[NEEDLE_NEEDLE] + p.n[NEEDLE_QUESTION] + p.n[NEEDLE_ANSWER];
+    if (fixed > (size_t)len || p.n[NEEDLE_ANSWER] == 0) {
+        data_needle_pieces_free(&p);
         return sushi_error(SUSHI_EINVAL, "eval.needle: a passkey prompt needs at least %zu tokens, "
                            "length %d is too short", fixed, len);
     }
-    size_t n_fill = p.n[P_FILL] ? ((size_t)len - fixed) / p.n[P_FILL] : 0;
+    size_t n_fill = p.n[NEEDLE_FILL] ? ((size_t)len - fixed) / p.n[NEEDLE_FILL] : 0;
     size_t before = (size_t)(depth * (double)n_fill + 0.5);
     if (before > n_fill) before = n_fill;
-    size_t total = fixed - p.n[P_ANSWER] + n_fill * p.n[P_FILL];
+    size_t total = fixed - p.n[NEEDLE_ANSWER] + n_fill * p.n[NEEDLE_FILL];
     *prompt = malloc(total * sizeof **prompt);
-    *answer = malloc(p.n[P_ANSWER] * sizeof **answer);
+    *answer = malloc(p.n[NEEDLE_ANSWER] * sizeof **answer);
     if (!*prompt || !*answer) {
         free(*prompt);
         free(*answer);
         *prompt = *answer = NULL;
-        pieces_free(&p);
+        data_needle_pieces_free(&p);
         return sushi_error(SUSHI_ENOMEM, "eval.needle: prompt of %zu tokens", total);
     }
-    int32_t *at = append(*prompt, p.ids[P_PRE], p.n[P_PRE]);
-    for (size_t i = 0; i < before; i++) at = append(at, p.ids[P_FILL], p.n[P_FILL]);
-    at = append(at, p.ids[P_NEEDLE], p.n[P_NEEDLE]);
-    for (size_t i = before; i < n_fill; i++) at = append(at, p.ids[P_FILL], p.n[P_FILL]);
-    append(at, p.ids[P_QUESTION], p.n[P_QUESTION]);
-    append(*answer, p.ids[P_ANSWER], p.n[P_ANSWER]);
+    int32_t *at = append(*prompt, p.ids[NEEDLE_PRE], p.n[NEEDLE_PRE]);
+    for (size_t i = 0; i < before; i++) at = append(at, p.ids[NEEDLE_FILL], p.n[NEEDLE_FILL]);
+    at = append(at, p.ids[NEEDLE_NEEDLE], p.n[NEEDLE_NEEDLE]);
+    for (size_t i = before; i < n_fill; i++) at = append(at, p.ids[NEEDLE_FILL], p.n[NEEDLE_FILL]);
+    append(at, p.ids[NEEDLE_QUESTION], p.n[NEEDLE_QUESTION]);
+    append(*answer, p.ids[NEEDLE_ANSWER], p.n[NEEDLE_ANSWER]);
     *n_prompt = (int)total;
-    *n_answer = (int)p.n[P_ANSWER];
-    pieces_free(&p);
+    *n_answer = (int)p.n[NEEDLE_ANSWER];
+    data_needle_pieces_free(&p);
     return 0;
 }
 
