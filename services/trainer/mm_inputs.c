@@ -78,10 +78,12 @@ static int get_mod(const struct wire_msg *m, int B, const char *name, const char
     int ok = t->dtype == dt && t->ndim == ndim + 1 && t->shape[0] == N;
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i + 1] == dims[i];
     if (!ok) {
-        char want[96] = "";
+        char want[96] = "", got[96] = "";
         for (int i = 0; i < ndim; i++) snprintf(want + strlen(want), sizeof want - strlen(want), ",%lld", (long long)dims[i]);
-        return sushi_error(SUSHI_ESHAPE, "batch %llu: tensor %s: expected %s [%d%s] (model.encoders)", id, name,
-                           dtype_name(dt), N, want);
+        for (int i = 0; i < t->ndim && i < WIRE_MAX_NDIM; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)t->shape[i]);
+        return sushi_error(SUSHI_ESHAPE, "batch %llu: tensor %s: %s [%s], expected %s [%d%s] (model.encoders, "
+                           "%s rows)", id, name, dtype_name(t->dtype), got, dtype_name(dt), N, want, rows_name);
     }
     const int32_t *rv = r->data;
     for (int i = 0; i < N; i++) {
