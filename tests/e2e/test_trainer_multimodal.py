@@ -6,6 +6,8 @@ some rows have an image; the others get zeros). Scenarios:
             from the step-0 checkpoint, with the pixels normalised and patchified here;
             the checkpoint holds the encoder tensors, their AdamW moments and
             config.json's sushi.encoders; the loss decreases over 16 steps.
+  kd      - scored batches with the image tensors through the trainer's ROUTER: the
+            first step's KD + CE loss (text positions only) equals PyTorch's.
   resume  - SIGKILL after the step-3 checkpoint, restart: losses.tsv and the final
             checkpoint (weights and moments, encoders included) are identical to an
             uninterrupted run's.
@@ -76,8 +78,9 @@ def losses_of(d):
     return [float(l.split("\t")[1]) for l in records(d)[1]]
 
 
-def reference_first_loss(weights_dir, cfg):
-    """float64 PyTorch: normalise + patchify the pixels, encoder prefix, student, CE."""
+def reference_first_loss(weights_dir, cfg, kd=False):
+    """float64 PyTorch: normalise + patchify the pixels, encoder prefix, student, CE
+    (and with kd, the teacher's top-K term on the text positions)."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "oracle"))
     import torch
     import torch.nn.functional as F
@@ -102,6 +105,15 @@ def reference_first_loss(weights_dir, cfg):
     y = torch.tensor(b["targets"].astype(np.int64)).reshape(-1)
     valid = y >= 0
     row = F.cross_entropy(z, y.clamp(min=0), label_smoothing=tr["label_smoothing"], reduction="none")
+    if kd:
+        k = tr["kd"]
+        ids_k, lp, tail = teacher_topk(0, k["temperature"])
+        ck = {"temperature": k["temperature"], "mode": ["forward", "reverse", "jsd"].index(k["mode"]),
+              "jsd_beta": k["jsd_beta"]}
+        kdl = encoder_ref.kd_loss(z, torch.tensor(ids_k.reshape(-1, K).astype(np.int64)),
+                                  torch.tensor(lp.reshape(-1, K).astype(np.float64)),
+                                  torch.tensor(tail.reshape(-1).astype(np.float64)), ck)
+        row = k["alpha"] * kdl + (1 - k["alpha"]) * row
     return ((row * valid).sum() / valid.sum()).item()
 
 
@@ -139,6 +151,50 @@ def test_first(ctx):
         hf = json.load(open(os.path.join(d, "ckpt", "config.json")))
         assert hf["sushi"]["encoders"]["patch_dim"] == 48 and hf["sushi"]["encoders"]["image"], hf["sushi"]
         print("first: ok (loss %.5f = PyTorch %.5f; %.3f -> %.3f)" % (losses[0], ref, losses[0], losses[-1]))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_kd(ctx):
+    """Scored batches (the teacher passes the image tensors through) on the trainer's
+    ROUTER: KD + CE on the text positions only, equal to PyTorch's first-step loss."""
+    d = tmpdir()
+    try:
+        kd = {"alpha": 0.6, "mode": "reverse", "temperature": 1.5, "jsd_beta": 0.5}
+        cfg_path, cfg = run_config(d, direct=False, steps=2, save_every=5, window=4,
+                                   extra_train={"save_initial": True, "kd": kd})
+        cfg["model"]["n_layers"] = 2
+        cfg["model"]["max_seq"] = 32
+        cfg["model"]["encoders"] = dict(ENC)
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=1)
+        loader = FakeLoader(ctx, d)
+        teacher = ctx.socket(zmq.DEALER)
+        teacher.setsockopt(zmq.LINGER, 0)
+        teacher.connect("ipc://%s/trainer.sock" % d)
+        log = os.path.join(d, "trainer.log")
+        proc = spawn(["sushi-trainer", "--config", cfg_path], log)
+        try:
+            loader.wait_hello()
+            wait_for(lambda: (loader.poll(), len(loader.acks) >= 1)[1], 20, "the step-0 ack")
+            shutil.copytree(os.path.join(d, "ckpt"), os.path.join(d, "step0"))
+            teacher.send_multipart(encode("hello", stage="teacher.1", meta={"role": "worker", "credit": 2}))
+            for id in [0, 1]:
+                teacher.send_multipart(scored_msg(id, kd["temperature"], tensors=image_tensors(id)))
+            t0 = time.time()
+            while proc.poll() is None and time.time() - t0 < 30:
+                loader.poll()
+            finish(proc, log)
+        finally:
+            stop(proc)
+            teacher.close()
+            loader.sock.close()
+        got = losses_of(d)[0]
+        want = reference_first_loss(os.path.join(d, "step0"), cfg, kd=True)
+        ce = reference_first_loss(os.path.join(d, "step0"), cfg, kd=False)
+        assert abs(got - want) < 1e-4 * max(1.0, abs(want)), "first loss %.6f, PyTorch %.6f" % (got, want)
+        assert abs(want - ce) > 1e-2, (want, ce)
+        print("kd: ok (first loss %.5f = PyTorch KD+CE %.5f; CE alone %.5f)" % (got, want, ce))
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -243,7 +299,7 @@ def test_stages(ctx):
 def main():
     ctx = zmq.Context()
     try:
-        which = sys.argv[1:] or ["first", "resume", "stages"]
+        which = sys.argv[1:] or ["first", "kd", "resume", "stages"]
         for name in which:
             globals()["test_" + name](ctx)
     finally:
