@@ -188,8 +188,11 @@ static int gen_batch(const char *model, const char *backend, struct tokenizer *t
                 memcpy(full, prompts[i], pl);
                 memcpy(full + pl, text, tlen);
                 full[pl + tlen] = 0;
-                json_t *o_line = json_pack("{s:s}", "text", full);
-                if (!o_line || json_array_append_new(all, o_line)) rc = sushi_error(SUSHI_ENOMEM, "generate: out of memory");
+                json_t *str = json_stringn(full, pl + tlen), *o_line = str ? json_object() : NULL;
+                if (!str) rc = sushi_error(SUSHI_EFORMAT, "%s:%d: the continuation is not valid UTF-8", prompts_file, i + 1);
+                else if (!o_line) json_decref(str);
+                if (str && (!o_line || json_object_set_new(o_line, "text", str) || json_array_append_new(all, o_line)))
+                    rc = sushi_error(SUSHI_ENOMEM, "generate: out of memory");
                 free(full);
             }
         }
