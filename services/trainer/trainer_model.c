@@ -171,6 +171,7 @@ int trainer_model_save(struct trainer_model *m, const struct optim *o, const cha
 
 static int same_text_arch(const struct student_config *c, const struct student_config *want) {
     return c->n_layers == want->n_layers && c->d_model == want->d_model && c->n_heads == want->n_heads &&
+           c->d_head == want->d_head &&
            c->n_kv_heads == want->n_kv_heads && c->d_ff == want->d_ff && c->vocab_padded == want->vocab_padded &&
            c->tied == want->tied;
 }
@@ -204,10 +205,20 @@ int trainer_model_load(struct trainer_model *m, struct optim *o, const char *dir
         struct student_config c;
         struct ckpt_encoder_bufs e = {h + ns, h + n + ns, h + 2 * n + ns};
         rc = read_student_arch(dir, &m->student.cfg, &c);
-        if (!rc && !same_encoders(&c.enc, &m->student.cfg.enc))
+        /* a text-only checkpoint into a model with encoders: they keep their fresh
+         * weights and start with zero moments */
+        int fresh_enc = !rc && m->has_enc && !encoder_enabled(&c.enc);
+        if (!rc && !fresh_enc && !same_encoders(&c.enc, &m->student.cfg.enc))
             rc = sushi_error(SUSHI_ESHAPE, "%s: checkpoint's model.encoders differ from the configured model's "
                              "(resume needs the same model; train.init_from starts a new stage)", dir);
-        if (!rc) rc = checkpoint_load_enc(dir, &m->student.cfg, h, h + n, h + 2 * n, m->has_enc ? &e : NULL, state);
+        if (!rc && fresh_enc) {
+            rc = m->ops->to_host(h + ns, m->enc.master, (n - ns) * 4);
+            memset(h + n + ns, 0, (n - ns) * sizeof(float));
+            memset(h + 2 * n + ns, 0, (n - ns) * sizeof(float));
+        }
+        if (!rc) rc = checkpoint_load_enc(dir, &c, h, h + n, h + 2 * n, m->has_enc && !fresh_enc ? &e : NULL, state);
+        if (!rc && fresh_enc)
+            log_info("%s: a text-only checkpoint; this model's encoders start freshly initialised", dir);
     }
     if (!rc) rc = m->ops->to_device(m->master, h, ns * 4);
     if (!rc && m->has_enc) rc = m->ops->to_device(m->enc.master, h + ns, (n - ns) * 4);

@@ -72,7 +72,9 @@ int trainer_model_init_from(struct trainer_model *m, const char *dir);
 int trainer_model_zero_grad(struct trainer_model *m);
 /* Writes weights, o's moments and `state` to dir atomically. */
 int trainer_model_save(struct trainer_model *m, const struct optim *o, const char *dir, const json_t *state);
-/* Loads weights and o's moments from dir; *state gets the trainer state (new ref). */
+/* Loads weights and o's moments from dir; *state gets the trainer state (new ref). The
+ * model must be the checkpoint's, except that a text-only checkpoint may be loaded into
+ * a model with encoders: they keep their fresh weights, with zero moments (logged). */
 int trainer_model_load(struct trainer_model *m, struct optim *o, const char *dir, json_t **state);
 /* 1 when dir (or the dir.old an interrupted save left) holds a checkpoint. */
 int trainer_checkpoint_exists(const char *dir);

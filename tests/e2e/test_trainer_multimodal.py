@@ -14,7 +14,8 @@ some rows have an image; the others get zeros). Scenarios:
   stages  - a text-only run, then a multimodal stage with train.init_from (its encoders
             start fresh) and train.freeze_layers 1: the embedding and block 0 stay
             bit-identical to the previous stage's, block 1 and the encoders change, and
-            the new stage's step counter and schedule start at 0."""
+            the new stage's step counter and schedule start at 0. Resuming the text-only
+            checkpoint with encoders switched on continues at its step, encoders fresh."""
 import os
 import re
 import shutil
@@ -290,7 +291,24 @@ def test_stages(ctx):
         assert st["step"] == 4 and st["next"] == 4, st
         # a fresh schedule: warmup 0, so step 1 of this stage ran at its peak lr
         assert re.search(r"step +1/4 .* lr 5\.000e-03", text), tail(log)
-        print("stages: ok (init_from, %d frozen tensors identical, encoders fresh)" % len(frozen))
+        # resuming a text-only checkpoint with encoders switched on: the text model and its
+        # moments continue from step 3, the encoders start fresh (logged)
+        cfg3, _ = mm_config(d1, steps=5, save_every=5)
+        loader = FakeLoader(ctx, d1)
+        log = os.path.join(d1, "trainer3.log")
+        proc = spawn(["sushi-trainer", "--config", cfg3], log)
+        try:
+            loader.wait_hello()
+            assert loader.hellos[0]["next"] == 3, loader.hellos[0]
+            serve(loader, proc, 5)
+            finish(proc, log)
+        finally:
+            stop(proc)
+            loader.sock.close()
+        assert "a text-only checkpoint; this model's encoders start freshly initialised" in open(log).read(), tail(log)
+        assert ckpt_state(d1)["step"] == 5 and len(records(d1)[1]) == 5, ckpt_state(d1)
+        assert "model.vision.patch_proj.weight" in read_safetensors(os.path.join(d1, "ckpt", "model.safetensors"))
+        print("stages: ok (init_from, %d frozen tensors identical, encoders fresh; text-only resume)" % len(frozen))
     finally:
         shutil.rmtree(d1, ignore_errors=True)
         shutil.rmtree(d2, ignore_errors=True)
