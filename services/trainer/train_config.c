@@ -203,6 +203,10 @@ int train_config_load(const char *path, const char *const *overrides, int n_over
     if (t->seq_len <= 1 || (max_seq > 0 && t->seq_len > max_seq))
         return sushi_error(SUSHI_EINVAL, "%s: %s %d must be in [2, model max_seq %d]", path,
                            t->pipeline ? "data.seq_len" : "train.seq_len", t->seq_len, max_seq);
+    int prefix = t->arch == TRAIN_ARCH_LLAMA ? encoder_prefix_len(&t->model.enc) : 0;
+    if (prefix > 0 && t->seq_len > max_seq - prefix)
+        return sushi_error(SUSHI_EINVAL, "%s: %s %d and the %d prefix rows of model.encoders exceed model.max_seq %d",
+                           path, t->pipeline ? "data.seq_len" : "train.seq_len", t->seq_len, prefix, max_seq);
     if (t->steps <= 0) return sushi_error(SUSHI_EINVAL, "%s: train.steps must be > 0", path);
     if (t->log_every <= 0) t->log_every = 1;
     if (t->threads < 0) return sushi_error(SUSHI_EINVAL, "%s: train.threads must be ≥ 0", path);
