@@ -33,6 +33,10 @@ static int eval_open_student(struct eval_model *m, const char *dir) {
     struct student_config c;
     memset(&c, 0, sizeof c);
     CHECK(checkpoint_read_config(dir, &c, NULL));
+    /* held-out text is scored by the language model alone: a multimodal checkpoint's
+     * encoders are left out (their tensors are skipped on load) */
+    if (encoder_enabled(&c.enc)) log_info("%s: evaluating the text model (encoders not used)", dir);
+    memset(&c.enc, 0, sizeof c.enc);
     if (m->T > c.max_seq)
         return sushi_error(SUSHI_EINVAL, "%s: eval.data seq_len %d exceeds the model's max_seq %d",
                            dir, m->T, c.max_seq);

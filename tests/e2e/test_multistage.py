@@ -29,7 +29,21 @@ RUN = os.path.join(BIN, "sushi-run")
 ORACLE = os.path.join(ROOT, "tests", "oracle", "deepseek_ref.py")
 STEPS = 4
 PROMPTS = os.path.join(ROOT, "configs", "multistage", "cot-prompts.jsonl")
-FIXTURES = os.path.join(ROOT, "build", "media-fixtures")
+FIXTURES = os.path.join(os.environ.get("BUILD") and os.path.join(ROOT, os.environ["BUILD"]) or os.path.join(ROOT, "build"),
+                        "media-fixtures")
+EVAL_CONFIG = """run: {{ dir: {d}/eval }}
+data:
+  seq_len: 32
+  batch_size: 2
+  tokenizer: {tok}
+  sources: [ {{ name: fortunes, path: /usr/share/games/fortunes, exclude: "*[.v]*", format: text, separator: "%", weight: 1.0 }} ]
+eval:
+  batches: 1
+  needle: {{ lengths: [32], depths: [0.5], trials: 1 }}
+  data:
+    seed: 7
+    sources: [ {{ name: love, path: /usr/share/games/fortunes/love, format: text, separator: "%", weight: 1.0 }} ]
+"""
 
 
 def setup(d):
@@ -110,8 +124,11 @@ def test_text(d, teacher):
 def test_media(d, teacher):
     need = ["rgb.png", "rgb.jpg", "palette.png", "cube.obj", "tetra.ply"]
     if not all(os.path.exists(os.path.join(FIXTURES, n)) for n in need):
-        print("media: skipped (no build/media-fixtures; bash scripts/gen-media-fixtures.sh)")
-        return
+        r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gen-media-fixtures.sh"), FIXTURES], cwd=ROOT)
+        if r.returncode == 77:
+            print("media: skipped (the fixture tools are missing: ffmpeg, espeak-ng or PIL)")
+            return
+        assert r.returncode == 0, "gen-media-fixtures.sh exit %d" % r.returncode
     t0 = time.time()
     run, out = multistage(d, "media", teacher, ["vars.skip_image=/nonexistent", "vars.skip_mesh=/nonexistent"])
     img = read_safetensors(os.path.join(run, "image", "student", "model.safetensors"))
@@ -130,6 +147,16 @@ def test_media(d, teacher):
     assert abs(om["model.mesh.fc1.weight.exp_avg_sq"]).max() > 0, "no mesh reached the trainer"
     fin = read_safetensors(os.path.join(run, "finetune", "student", "model.safetensors"))
     assert "model.mesh.fc1.weight" in fin, "the later phases keep the encoders"
+    # eval scores a multimodal checkpoint's language model on held-out text
+    tok = os.path.join(teacher, "tokenizer.json")
+    cfg = os.path.join(d, "eval.yaml")
+    with open(cfg, "w") as f:
+        f.write(EVAL_CONFIG.format(d=d, tok=tok))
+    r = subprocess.run([os.path.join(BIN, "sushi-eval"), "--config", cfg, "--once",
+                        os.path.join(run, "finetune", "student")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+    assert res["ppl"] > 1 and res["tokens"] > 0, res
     print("media: ok in %.1f s" % (time.time() - t0))
 
 
