@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <assimp/cimport.h>
@@ -179,19 +180,38 @@ static int ply_header_line(char *line, int first)
     return nt == 1 && !strcmp(tok[0], "end_header") ? 2 : 0;
 }
 
+/* assimp hands a file to its PLY reader by the .ply extension, or, when no reader claims
+ * the extension, by a "ply" token in the first 200 bytes: either makes the strict check
+ * apply (an .obj mentioning "apply" in a comment goes to the OBJ reader) */
+static int ply_claims(const char *path, FILE *f)
+{
+    static const char *other[] = {".obj", ".stl", ".gltf", ".glb", ".off", ".fbx", ".dae", ".3ds"};
+    const char *dot = strrchr(path, '.');
+    if (dot && !strcasecmp(dot, ".ply")) return 1;
+    for (size_t i = 0; dot && i < sizeof other / sizeof *other; i++)
+        if (!strcasecmp(dot, other[i])) return 0;
+    char head[256];
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    head[n] = 0;
+    rewind(f);
+    for (size_t i = 0; i + 3 <= n; i++)
+        if (!strncasecmp(head + i, "ply", 3)) return 1;
+    return 0;
+}
+
 static int ply_header_check(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return sushi_error(SUSHI_ENOTFOUND, "%s: cannot open mesh", path);
     char line[1024];
-    int rc = 0, nline = 0, done = 0;
+    int rc = 0, nline = 0, done = 0, claimed = ply_claims(path, f);
     while (!rc && !done && fgets(line, sizeof line, f)) {
-        if (nline == 0 && strncmp(line, "ply", 3) != 0) break;   /* not PLY by content: assimp decides */
+        if (nline == 0 && !claimed) break;   /* not PLY by name or content: assimp decides */
         int ok = strchr(line, '\n') ? ply_header_line(line, nline == 0) : 0;
         if (!ok || ++nline > 1000) rc = sushi_error(SUSHI_EFORMAT, "%s: malformed PLY header at line %d", path, nline + 1);
         done = ok == 2;
     }
-    if (!rc && nline && !done) rc = sushi_error(SUSHI_EFORMAT, "%s: PLY header without end_header", path);
+    if (!rc && claimed && !done) rc = sushi_error(SUSHI_EFORMAT, "%s: PLY header without end_header", path);
     fclose(f);
     return rc;
 }

@@ -177,6 +177,12 @@ static void test_bad_meshes(void **state)
         {"flat.obj", "v 0 0 0\nv 1 1 1\nv 2 2 2\nf 1 2 3\n", 0},
         {"text.xyz1", "hello, world\n", 0},
         {"empty.ply", "", 0},
+        /* found by fuzzing: a .ply whose first line is not "ply" hung assimp's reader */
+        {"late.ply", "\nply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+                     "property float z\nelement face 8\nproperty list uchar int vertex_indices\n"
+                     "end_head0r0 e0\n \n2 0 0\n0 2 0\n0 0 2\n3 0 2  vertex 4) 0 3 0 3 2\n", 0},
+        /* no mesh extension, "ply" content: the PLY reader's strict header check applies */
+        {"mesh.data", "ply\nformat ascii 1.0\nelement vertex banana\nend_header\n", 0},
     };
     int ncases = sizeof cases / sizeof *cases;
     for (int i = 0; i < ncases; i++) {
