@@ -180,20 +180,22 @@ static int ply_header_line(char *line, int first)
     return nt == 1 && !strcmp(tok[0], "end_header") ? 2 : 0;
 }
 
-/* assimp hands a file to its PLY reader by the .ply extension, or, when no reader claims
- * the extension, by a "ply" token in the first 200 bytes: either makes the strict check
- * apply (an .obj mentioning "apply" in a comment goes to the OBJ reader) */
+/* assimp hands a file to its PLY reader by the .ply extension, or by content when the
+ * reader its extension names fails (a file starting with "ply"), or when no reader
+ * claims the extension and a "ply" token is in its first 200 bytes: each of these makes
+ * the strict check apply (an .obj mentioning "apply" in a comment goes to the OBJ reader) */
 static int ply_claims(const char *path, FILE *f)
 {
     static const char *other[] = {".obj", ".stl", ".gltf", ".glb", ".off", ".fbx", ".dae", ".3ds"};
     const char *dot = strrchr(path, '.');
     if (dot && !strcasecmp(dot, ".ply")) return 1;
-    for (size_t i = 0; dot && i < sizeof other / sizeof *other; i++)
-        if (!strcasecmp(dot, other[i])) return 0;
     char head[256];
     size_t n = fread(head, 1, sizeof head - 1, f);
     head[n] = 0;
     rewind(f);
+    if (n >= 3 && !strncmp(head, "ply", 3)) return 1;
+    for (size_t i = 0; dot && i < sizeof other / sizeof *other; i++)
+        if (!strcasecmp(dot, other[i])) return 0;
     for (size_t i = 0; i + 3 <= n; i++)
         if (!strncasecmp(head + i, "ply", 3)) return 1;
     return 0;

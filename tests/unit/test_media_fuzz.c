@@ -48,8 +48,12 @@ static void run_target(const char *target, const char *const *seeds, int mesh)
     assert_int_equal(fs_mkdir_p(corpus, 0700), 0);
     for (int i = 0; seeds[i]; i++) seed(corpus, seeds[i], mesh ? i % 4 : -1);
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s -max_total_time=%d -timeout=10 -rss_limit_mb=4096 -artifact_prefix=%s/ "
-             "-print_final_stats=1 %s 2>&1", bin, seconds, dir, corpus);
+    /* a fixed seed in the suite: the same inputs in the same order every run (SUSHI_FUZZ_SEED
+     * picks another; 0 = libFuzzer's random seed, as in a long run by hand) */
+    const char *seed_env = getenv("SUSHI_FUZZ_SEED");
+    unsigned long fuzz_seed = seed_env ? strtoul(seed_env, NULL, 10) : 1;
+    snprintf(cmd, sizeof cmd, "%s -max_total_time=%d -timeout=10 -rss_limit_mb=4096 -seed=%lu -artifact_prefix=%s/ "
+             "-print_final_stats=1 %s 2>&1", bin, seconds, fuzz_seed, dir, corpus);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char line[1024];

@@ -181,6 +181,8 @@ static void test_bad_meshes(void **state)
         {"late.ply", "\nply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
                      "property float z\nelement face 8\nproperty list uchar int vertex_indices\n"
                      "end_head0r0 e0\n \n2 0 0\n0 2 0\n0 0 2\n3 0 2  vertex 4) 0 3 0 3 2\n", 0},
+        /* another reader's extension but PLY content: assimp falls back to its PLY reader */
+        {"late.gltf", "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nprope", 0},
         /* no mesh extension, "ply" content: the PLY reader's strict header check applies */
         {"mesh.data", "ply\nformat ascii 1.0\nelement vertex banana\nend_header\n", 0},
     };
