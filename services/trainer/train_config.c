@@ -105,7 +105,7 @@ static int load_pipeline(json_t *root, const char *path, struct train_config *t)
     t->dead_after_ms = PROTO_DEAD_AFTER_MS;
     t->kd = (struct train_kd){.alpha = 0.5f, .mode = KD_FORWARD, .temperature = 1.0f, .jsd_beta = 0.5f};
     t->resume = 1;
-    t->deterministic = 1;
+    t->deterministic = 0;
     const char *mode = "forward";
     int rc = 0;
     struct { const char *key; int *dst; } ints[] = {
@@ -210,6 +210,12 @@ int train_config_load(const char *path, const char *const *overrides, int n_over
     if (t->steps <= 0) return sushi_error(SUSHI_EINVAL, "%s: train.steps must be > 0", path);
     if (t->log_every <= 0) t->log_every = 1;
     if (t->threads < 0) return sushi_error(SUSHI_EINVAL, "%s: train.threads must be ≥ 0", path);
+    /* the CPU backend sums in a fixed order whatever its thread count (bit-identical
+     * results, tests/e2e/test_trainer_threads.sh); the CUDA kernels accumulate some
+     * gradients with atomics, so their sums vary in the last bits from run to run */
+    if (t->deterministic && strcmp(t->backend, "cpu") != 0)
+        return sushi_error(SUSHI_EINVAL, "%s: train.deterministic needs train.backend cpu, not %s (the CUDA kernels "
+                           "accumulate with atomics); set train.deterministic=false to train there", path, t->backend);
     if (t->scale_lr)
         o->lr = optim_scaled_lr(o->lr, t->base_batch, t->batch_size * (o->accum_steps ? o->accum_steps : 1));
     if (o->total_steps == 0) o->total_steps = t->steps;

@@ -56,7 +56,7 @@ struct train_config {
     struct train_kd kd;
     int resume;              /* load checkpoint_dir at start when it holds a checkpoint */
     int save_initial;        /* a fresh run checkpoints its initial weights (step 0) first */
-    int deterministic;
+    int deterministic;       /* train.deterministic: bit-reproducible runs (CPU backend only) */
 };
 
 /* Reads `path` with the overrides applied; messages name the file and key. */
