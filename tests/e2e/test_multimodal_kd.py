@@ -174,7 +174,6 @@ def run_pipeline(d):
             print("---- %s\n%s" % (log, tail(os.path.join(logs, log), 20)))
         raise AssertionError("sushi-run exit %d\n%s" % (proc.returncode, out[-4000:]))
     print("pipeline completed in %.1f s" % (time.time() - t0))
-    print(out[-3000:])
     return out
 
 
@@ -189,6 +188,55 @@ def check_exactly_once(run):
     assert [int(r[0]) for r in losses] == list(range(1, STEPS + 1)), losses
     assert all(math.isfinite(float(r[1])) for r in losses), losses
     return applied, [r[1] for r in losses]
+
+
+def test_multistage_image_kd(d):
+    """pipelines/multistage.yaml with its image phase's KD variant (image-kd: one teacher
+    replica), the mesh phase skipped, the cot data given: the image checkpoint has the
+    vision encoder with nonzero moments, every sample id once, the teacher scored them."""
+    run = os.path.join(d, "multistage")
+    os.makedirs(run)
+    with open(os.path.join(run, "cot.jsonl"), "w") as f:   # cot-data is skipped when present
+        f.write(json.dumps({"text": "Question: why? Answer: because."}) + "\n")
+    steps = 4
+    extra = "[train.steps=%d, train.save_every=2, train.log_every=1, train.warmup_steps=1, data.seq_len=%d, " \
+            "train.heartbeat_ms=200, train.dead_after_ms=3000]" % (steps, T)
+    args = [RUN, "pipelines/multistage.yaml", "vars.run=" + run, "vars.teacher=" + os.path.join(d, "teacher"),
+            "vars.extra=" + extra, "vars.skip_image=/", "vars.skip_image_kd=/nonexistent", "vars.skip_mesh=/",
+            "vars.cot_from=${run}/image/student", "vars.encoders=[ \"${image_encoders}\" ]",
+            "start_timeout_s=30", "stop_grace_s=5"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = out.decode(errors="replace")
+    if proc.returncode != 0:
+        logs = os.path.join(run, "logs")
+        for log in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+            print("---- %s\n%s" % (log, tail(os.path.join(logs, log), 20)))
+        raise AssertionError("multistage: sushi-run exit %d\n%s" % (proc.returncode, out[-4000:]))
+    assert "phase image-kd" in out, out[-3000:]
+    img = os.path.join(run, "image")
+    applied = read_tsv(os.path.join(img, "trainer", "applied.tsv"))
+    assert [int(r[1]) for r in applied] == list(range(steps)), applied
+    samples = [int(s) for r in applied for s in r[2].split(",")]
+    assert sorted(samples) == list(range(steps * B)), samples
+    # the image phase's trainer took scored batches from the replica (the distill phase's
+    # replica logged first, then the image-kd phase's)
+    tlog = open(os.path.join(run, "logs", "teacher.log")).read()
+    n = [int(m) for m in re.findall(r"stopping: (\d+) batches scored", tlog)]
+    assert len(n) == 2 and n[1] >= steps, n
+    assert "image-trainer.sock" in tlog
+    model = read_safetensors(os.path.join(img, "student", "model.safetensors"))
+    assert "model.vision.patch_proj.weight" in model and "model.mesh.fc1.weight" not in model
+    opt = read_safetensors(os.path.join(img, "student", "optimizer.safetensors"))
+    assert abs(opt["model.vision.patch_proj.weight.exp_avg_sq"]).max() > 0, "no image reached the trainer"
+    fin = read_safetensors(os.path.join(run, "finetune", "student", "model.safetensors"))
+    assert "model.vision.patch_proj.weight" in fin, "the later phases keep the image encoder"
+    print("multistage image-kd: ok (%d batches scored by the replica)" % n[1])
 
 
 def main():
@@ -227,6 +275,7 @@ def main():
         # KD changed the loss from the first step on
         assert all(a != b for a, b in zip(res["kd"][1], res["kd0"][1])), (res["kd"][1], res["kd0"][1])
         print("kd losses %s\nkd0 = direct losses %s" % (res["kd"][1], res["kd0"][1]))
+        test_multistage_image_kd(d)
         return 0
     finally:
         if not os.environ.get("KEEP"): subprocess.run(["rm", "-rf", d])
