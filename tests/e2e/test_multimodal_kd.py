@@ -15,7 +15,11 @@ id exactly once; the kd phase's image and mesh encoders have nonzero optimizer m
 reached the trainer through the teachers); the kd0 losses equal the direct losses bit for
 bit (the trainer saw the same tokens and byte-identical media tensors whether they came
 through the teachers or straight from the loader; a changed pixel changes the loss); and
-the kd losses differ from the kd0 losses from the first step on (KD is in the loss)."""
+the kd losses differ from the kd0 losses from the first step on (KD is in the loss).
+
+Then pipelines/multistage.yaml with the image phase's KD variant (image-kd, one replica):
+the image checkpoint trained on scored batches with nonzero vision moments.
+KEEP=1 keeps the temporary directory."""
 import json
 import math
 import os
