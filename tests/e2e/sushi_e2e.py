@@ -140,3 +140,22 @@ def tail(path, n=40):
         return "".join(open(path, errors="replace").readlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def run_supervised(args, run_dir, what="sushi-run", timeout=150):
+    """Runs sushi-run (args[0] its path) in the repository root to the end and returns its
+    output; on a non-zero exit prints the tail of every stage log in RUN/logs and fails."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = out.decode(errors="replace")
+    if proc.returncode != 0:
+        logs = os.path.join(run_dir, "logs")
+        for log in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+            print("---- %s\n%s" % (log, tail(os.path.join(logs, log), 20)))
+        raise AssertionError("%s: sushi-run exit %d\n%s" % (what, proc.returncode, out[-4000:]))
+    return out

@@ -24,13 +24,12 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sushi_e2e import BIN, ROOT, tmpdir, tail  # noqa: E402
+from sushi_e2e import run_supervised, BIN, ROOT, tmpdir, tail  # noqa: E402
 from test_trainer_pipeline import read_safetensors  # noqa: E402
 
 RUN = os.path.join(BIN, "sushi-run")
@@ -163,20 +162,7 @@ def read_tsv(path):
 
 def run_pipeline(d):
     t0 = time.time()
-    proc = subprocess.Popen([RUN, os.path.join(d, "pipeline.yaml")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    out = out.decode(errors="replace")
-    if proc.returncode != 0:
-        logs = os.path.join(d, "logs")
-        for log in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
-            print("---- %s\n%s" % (log, tail(os.path.join(logs, log), 20)))
-        raise AssertionError("sushi-run exit %d\n%s" % (proc.returncode, out[-4000:]))
+    out = run_supervised([RUN, os.path.join(d, "pipeline.yaml")], d, "sushi-run")
     print("pipeline completed in %.1f s" % (time.time() - t0))
     return out
 
@@ -209,19 +195,7 @@ def test_multistage_image_kd(d):
             "vars.extra=" + extra, "vars.skip_image=/", "vars.skip_image_kd=/nonexistent", "vars.skip_mesh=/",
             "vars.cot_from=${run}/image/student", "vars.encoders=[ \"${image_encoders}\" ]",
             "start_timeout_s=30", "stop_grace_s=5"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    out = out.decode(errors="replace")
-    if proc.returncode != 0:
-        logs = os.path.join(run, "logs")
-        for log in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
-            print("---- %s\n%s" % (log, tail(os.path.join(logs, log), 20)))
-        raise AssertionError("multistage: sushi-run exit %d\n%s" % (proc.returncode, out[-4000:]))
+    out = run_supervised(args, run, "multistage")
     assert "phase image-kd" in out, out[-3000:]
     img = os.path.join(run, "image")
     applied = read_tsv(os.path.join(img, "trainer", "applied.tsv"))

@@ -16,13 +16,12 @@ shipped configs/multistage/tiny-cpu.yaml with a few steps per phase (vars.extra)
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sushi_e2e import BIN, ROOT, tmpdir, tail  # noqa: E402
+from sushi_e2e import run_supervised, BIN, ROOT, tmpdir, tail  # noqa: E402
 from test_trainer_pipeline import read_safetensors  # noqa: E402
 
 RUN = os.path.join(BIN, "sushi-run")
@@ -64,19 +63,7 @@ def multistage(d, name, teacher, extra_vars):
             "train.heartbeat_ms=200, train.dead_after_ms=3000]" % STEPS
     args = [RUN, "pipelines/multistage.yaml", "vars.run=" + run, "vars.teacher=" + teacher, "vars.extra=" + extra,
             "vars.cot_max_new=12", "start_timeout_s=30", "stop_grace_s=5"] + extra_vars
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    out = out.decode(errors="replace")
-    if proc.returncode != 0:
-        logs = os.path.join(run, "logs")
-        for log in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
-            print("---- %s\n%s" % (log, tail(os.path.join(logs, log), 20)))
-        raise AssertionError("%s: sushi-run exit %d\n%s" % (name, proc.returncode, out[-4000:]))
+    out = run_supervised(args, run, name)
     return run, out
 
 
