@@ -133,8 +133,11 @@ test-asan: check-deps
 	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash scripts/run-tests.sh
 
 # On the GPU machine: the CUDA op harness and GPU tests.
-test-gpu: core $(BUILD)/tests/test_ops_cuda $(BUILD)/tests/test_student_cuda
+test-gpu: core $(BUILD)/tests/test_ops_cuda $(BUILD)/tests/test_student_cuda $(BUILD)/tests/test_nvml \
+          $(BUILD)/tests/test_encoders
 	bash scripts/run-tests.sh --gpu _cuda
+	bash scripts/run-tests.sh --gpu nvml
+	bash scripts/run-tests.sh --gpu encoders
 
 bench: all
 	bash scripts/run-bench.sh
