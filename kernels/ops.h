@@ -152,6 +152,24 @@ struct ops {
                                  const void *logits, const int32_t *targets,
                                  const struct loss_args *a);
 
+    /* Row permutation for mixture-of-experts token routing; rows are int32 in backend
+     * memory, each in [0, M) (M = rows of the full matrix), C act values per row.
+     *   gather_rows:      out[r,:] = x[rows[r],:]                    (out [n,C], x [M,C])
+     *   scatter_add_rows: y[rows[r],:] += w[r]·x[r,:]                 (y [M,C], x [n,C])
+     *     w f32 [n] in backend memory or NULL (= 1); rows must be distinct within a call.
+     *   rows_dot:         out[r] = Σ_c a[rows[r],c]·b[r,c]            (a [M,C], b [n,C], out f32 [n])
+     * A row outside [0, M) is an error (the CUDA backend skips it and reports it at sync). */
+    int (*gather_rows)(void *out, const void *x, const int32_t *rows, int n, int M, int C);
+    int (*scatter_add_rows)(void *y, const void *x, const int32_t *rows, const float *w, int n, int M,
+                            int C);
+    int (*rows_dot)(float *out, const void *a, const int32_t *rows, const void *b, int n, int M, int C);
+
+    /* Causal softmax over the rows of scores s [R,S] (act), written to p (may alias s):
+     * rows come in groups of `group` (the heads of one query position; R divisible by group),
+     * and row r sees columns c ≤ S − R/group + r/group, i.e. the R/group queries are the last
+     * positions of the S keys. p = softmax(scale·s) over the visible columns, 0 elsewhere. */
+    int (*softmax_causal)(void *p, const void *s, int R, int S, int group, float scale);
+
     /* AdamW, decoupled weight decay, bias correction. master/m/v f32 [n]; grad act [n];
      * param (act, may be NULL or == master on the CPU) receives the updated weights. */
     int (*adamw)(float *master, void *param, const void *grad, float *m, float *v,

@@ -194,6 +194,10 @@ static const struct ops cpu_table = {
     .loss_forward_backward = cpu_loss_forward_backward,
     .adamw = cpu_adamw,
     .sumsq = cpu_sumsq,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
+    .rows_dot = cpu_rows_dot,
+    .softmax_causal = cpu_softmax_causal,
 };
 
 const struct ops *ops_cpu(void) { return &cpu_table; }

@@ -54,7 +54,7 @@ __device__ __forceinline__ float warp_max(float v) {
 
 /* Raised by kernels that meet an out-of-range index (ids, positions, targets); the
  * element is skipped and sync() reports the first reason (1 embedding id, 2 rope
- * position, 3 loss target or top-k id). */
+ * position, 3 loss target or top-k id, 4 row index of a gather/scatter). */
 int *cuda_bad_input_flag(void);   /* device int, allocated by ops_cuda() */
 __device__ __forceinline__ void cuda_flag_bad(int *flag, int why) { atomicCAS(flag, 0, why); }
 
@@ -100,5 +100,9 @@ int cuda_loss_forward_backward(float *loss, float *ce, float *kd, void *dlogits,
 int cuda_adamw(float *master, void *param, const void *grad, float *m, float *v,
                const struct adamw_args *a);
 int cuda_sumsq(float *out, const void *x, size_t n);
+int cuda_gather_rows(void *out, const void *x, const int32_t *rows, int n, int M, int C);
+int cuda_scatter_add_rows(void *y, const void *x, const int32_t *rows, const float *w, int n, int M, int C);
+int cuda_rows_dot(float *out, const void *a, const int32_t *rows, const void *b, int n, int M, int C);
+int cuda_softmax_causal(void *p, const void *s, int R, int S, int group, float scale);
 
 #endif

@@ -97,9 +97,10 @@ static int cu_sync(void) {
         CUDA_CHECK(cudaMemcpy(bad_input, &zero, sizeof zero, cudaMemcpyHostToDevice), "sync: clear input flag");
         static const char *why[] = {"?", "embedding id outside the table",
                                     "rope position outside [0, max_pos)",
-                                    "loss target or top-k id outside the vocabulary"};
+                                    "loss target or top-k id outside the vocabulary",
+                                    "gather/scatter row index outside the matrix"};
         return sushi_error(SUSHI_EINVAL, "cuda: a kernel skipped elements: %s",
-                           why[bad > 0 && bad < 4 ? bad : 0]);
+                           why[bad > 0 && bad < 5 ? bad : 0]);
     }
     return 0;
 }
@@ -260,6 +261,10 @@ extern "C" const struct ops *ops_cuda(void) {
             t->loss_forward_backward = cuda_loss_forward_backward;
             t->adamw = cuda_adamw;
             t->sumsq = cuda_sumsq;
+            t->gather_rows = cuda_gather_rows;
+            t->scatter_add_rows = cuda_scatter_add_rows;
+            t->rows_dot = cuda_rows_dot;
+            t->softmax_causal = cuda_softmax_causal;
             state = 1;
         }
     }
