@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,23 @@ extern "C" {
 }
 
 typedef __nv_bfloat16 bf16;
+typedef __half f16;
+
+/* The activation dtype chosen when the backend starts (ops_cuda): DT_BF16 where the GPU
+ * supports it, else DT_F16. Kernels are templates over the element type T (bf16 or f16,
+ * read and written through ld/st with f32 arithmetic); host wrappers launch the one that
+ * matches with CUDA_ACT:  CUDA_ACT(T, my_kernel<T><<<g, b>>>((T *)out, ...));  */
+enum dtype cuda_act_dtype(void);
+#define CUDA_ACT(T, ...)                                                                  \
+    do {                                                                                  \
+        if (cuda_act_dtype() == DT_F16) {                                                 \
+            typedef f16 T;                                                                \
+            __VA_ARGS__;                                                                  \
+        } else {                                                                          \
+            typedef bf16 T;                                                               \
+            __VA_ARGS__;                                                                  \
+        }                                                                                 \
+    } while (0)
 
 /* Returns SUSHI_EBACKEND with the CUDA message when `call` fails. */
 #define CUDA_CHECK(call, what)                                                            \
@@ -42,6 +60,8 @@ static inline unsigned cuda_blocks(size_t n, int threads) {
 
 __device__ __forceinline__ float ld(const bf16 *p) { return __bfloat162float(*p); }
 __device__ __forceinline__ void st(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float ld(const f16 *p) { return __half2float(*p); }
+__device__ __forceinline__ void st(f16 *p, float v) { *p = __float2half_rn(v); }
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

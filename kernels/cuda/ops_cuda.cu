@@ -4,6 +4,9 @@
 #include "kernels/cuda/cuda_common.h"
 
 static int *bad_input;
+static enum dtype act_dtype = DT_BF16;
+
+enum dtype cuda_act_dtype(void) { return act_dtype; }
 
 int *cuda_bad_input_flag(void) { return bad_input; }
 

@@ -1,13 +1,14 @@
 /* Row permutation for mixture-of-experts routing (gather, weighted scatter-add, row dot
- * products) and the grouped causal softmax of absorbed latent attention, on bf16
+ * products) and the grouped causal softmax of absorbed latent attention, on bf16 or f16
  * activations with f32 arithmetic. A row index outside [0, M) is skipped and raises the
  * backend's bad-input flag (reason 4), reported by sync(). */
 #include "kernels/cuda/cuda_common.h"
 
 /* one block per output row r */
-__global__ void gather_rows_kernel(bf16 *out, const bf16 *x, const int32_t *rows, int M, int C, int *bad) {
+template <typename T>
+__global__ void gather_rows_kernel(T *out, const T *x, const int32_t *rows, int M, int C, int *bad) {
     int r = blockIdx.x, src = rows[r];
-    bf16 *dst = out + (size_t)r * C;
+    T *dst = out + (size_t)r * C;
     if (src < 0 || src >= M) {
         if (threadIdx.x == 0) cuda_flag_bad(bad, 4);
         for (int c = threadIdx.x; c < C; c += blockDim.x) st(dst + c, 0.0f);
@@ -17,7 +18,8 @@ __global__ void gather_rows_kernel(bf16 *out, const bf16 *x, const int32_t *rows
 }
 
 /* one block per input row r; rows are distinct within a call, so no atomics */
-__global__ void scatter_add_rows_kernel(bf16 *y, const bf16 *x, const int32_t *rows, const float *w, int M, int C,
+template <typename T>
+__global__ void scatter_add_rows_kernel(T *y, const T *x, const int32_t *rows, const float *w, int M, int C,
                                         int *bad) {
     int r = blockIdx.x, dst = rows[r];
     if (dst < 0 || dst >= M) {
@@ -26,13 +28,14 @@ __global__ void scatter_add_rows_kernel(bf16 *y, const bf16 *x, const int32_t *r
     }
     float a = w ? w[r] : 1.0f;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        bf16 *p = y + (size_t)dst * C + c;
+        T *p = y + (size_t)dst * C + c;
         st(p, ld(p) + a * ld(x + (size_t)r * C + c));
     }
 }
 
 /* one warp per row r */
-__global__ void rows_dot_kernel(float *out, const bf16 *a, const int32_t *rows, const bf16 *b, int n, int M, int C,
+template <typename T>
+__global__ void rows_dot_kernel(float *out, const T *a, const int32_t *rows, const T *b, int n, int M, int C,
                                 int *bad) {
     int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= n) return;
@@ -59,7 +62,7 @@ int cuda_gather_rows(void *out, const void *x, const int32_t *rows, int n, int M
     int rc = rows_shape("gather_rows", n, M, C);
     if (rc || n == 0) return rc;
     CUDA_REQUIRE(out && x && rows, "cuda: gather_rows: NULL pointer");
-    gather_rows_kernel<<<n, 128>>>((bf16 *)out, (const bf16 *)x, rows, M, C, cuda_bad_input_flag());
+    CUDA_ACT(T, gather_rows_kernel<T><<<n, 128>>>((T *)out, (const T *)x, rows, M, C, cuda_bad_input_flag()));
     CUDA_LAUNCHED("gather_rows");
     return 0;
 }
@@ -68,7 +71,7 @@ int cuda_scatter_add_rows(void *y, const void *x, const int32_t *rows, const flo
     int rc = rows_shape("scatter_add_rows", n, M, C);
     if (rc || n == 0) return rc;
     CUDA_REQUIRE(y && x && rows, "cuda: scatter_add_rows: NULL pointer");
-    scatter_add_rows_kernel<<<n, 128>>>((bf16 *)y, (const bf16 *)x, rows, w, M, C, cuda_bad_input_flag());
+    CUDA_ACT(T, scatter_add_rows_kernel<T><<<n, 128>>>((T *)y, (const T *)x, rows, w, M, C, cuda_bad_input_flag()));
     CUDA_LAUNCHED("scatter_add_rows");
     return 0;
 }
@@ -77,19 +80,20 @@ int cuda_rows_dot(float *out, const void *a, const int32_t *rows, const void *b,
     int rc = rows_shape("rows_dot", n, M, C);
     if (rc || n == 0) return rc;
     CUDA_REQUIRE(out && a && b && rows, "cuda: rows_dot: NULL pointer");
-    rows_dot_kernel<<<cuda_blocks((size_t)n * 32, 256), 256>>>(out, (const bf16 *)a, rows, (const bf16 *)b, n, M, C,
-                                                               cuda_bad_input_flag());
+    CUDA_ACT(T, rows_dot_kernel<T><<<cuda_blocks((size_t)n * 32, 256), 256>>>(out, (const T *)a, rows, (const T *)b,
+                                                                             n, M, C, cuda_bad_input_flag()));
     CUDA_LAUNCHED("rows_dot");
     return 0;
 }
 
 /* one block per row; three passes over the row (max, sum, write) in f32 */
-__global__ void softmax_causal_kernel(bf16 *p, const bf16 *s, int R, int S, int group, float scale) {
+template <typename T>
+__global__ void softmax_causal_kernel(T *p, const T *s, int R, int S, int group, float scale) {
     __shared__ float red[32];
     int r = blockIdx.x;
     int vis = S - R / group + r / group + 1;
-    const bf16 *sr = s + (size_t)r * S;
-    bf16 *pr = p + (size_t)r * S;
+    const T *sr = s + (size_t)r * S;
+    T *pr = p + (size_t)r * S;
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
     float mx = -INFINITY;
     for (int c = threadIdx.x; c < vis; c += blockDim.x) mx = fmaxf(mx, scale * ld(sr + c));
@@ -114,7 +118,7 @@ int cuda_softmax_causal(void *p, const void *s, int R, int S, int group, float s
     CUDA_REQUIRE(p && s, "cuda: softmax_causal: NULL pointer");
     CUDA_REQUIRE(R > 0 && S > 0 && group > 0 && R % group == 0 && R / group <= S,
                  "cuda: softmax_causal: bad shape R=%d S=%d group=%d", R, S, group);
-    softmax_causal_kernel<<<R, 256>>>((bf16 *)p, (const bf16 *)s, R, S, group, scale);
+    CUDA_ACT(T, softmax_causal_kernel<T><<<R, 256>>>((T *)p, (const T *)s, R, S, group, scale));
     CUDA_LAUNCHED("softmax_causal");
     return 0;
 }
