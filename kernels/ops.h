@@ -83,6 +83,9 @@ struct adamw_args {
     float lr, beta1, beta2, eps, weight_decay;
     int step;          /* 1-based, for bias correction */
     float grad_scale;  /* gradients are multiplied by this first (clipping, accumulation) */
+    int stochastic_rounding; /* round the act-dtype weights stochastically from master (bf16/f16
+                              * backends; f32 ignores it), with a hash of (seed, step, index) */
+    uint32_t seed;
 };
 
 /* Backend memory in bytes: allocated through ops->alloc now and at the peak; free and
