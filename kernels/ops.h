@@ -173,6 +173,13 @@ struct ops {
      * positions of the S keys. p = softmax(scale·s) over the visible columns, 0 elsewhere. */
     int (*softmax_causal)(void *p, const void *s, int R, int S, int group, float scale);
 
+    /* The teacher's top-K (SPEC §1) of N logit rows (act [N, Vp], the first V columns real) at
+     * temperature T: ids [N,K] int32 by descending logit (the lower id first on ties),
+     * logprobs [N,K] f32 = log_softmax(z/T) at those ids, tail [N] f32 = log of the
+     * probability mass outside them (−inf when K == V). Outputs in backend memory. */
+    int (*topk)(int32_t *ids, float *logprobs, float *tail, const void *logits, int N, int V, int Vp, int K,
+                float T);
+
     /* AdamW, decoupled weight decay, bias correction. master/m/v f32 [n]; grad act [n];
      * param (act, may be NULL or == master on the CPU) receives the updated weights. */
     int (*adamw)(float *master, void *param, const void *grad, float *m, float *v,

@@ -198,6 +198,7 @@ static const struct ops cpu_table = {
     .scatter_add_rows = cpu_scatter_add_rows,
     .rows_dot = cpu_rows_dot,
     .softmax_causal = cpu_softmax_causal,
+    .topk = cpu_topk,
 };
 
 const struct ops *ops_cpu(void) { return &cpu_table; }

@@ -268,6 +268,7 @@ extern "C" const struct ops *ops_cuda(void) {
             t->scatter_add_rows = cuda_scatter_add_rows;
             t->rows_dot = cuda_rows_dot;
             t->softmax_causal = cuda_softmax_causal;
+            t->topk = cuda_topk;
             state = 1;
         }
     }

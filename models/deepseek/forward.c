@@ -47,54 +47,8 @@ int ds_forward(struct ds_model *m, struct ds_cache *k, const int32_t *ids, int n
     return rc;
 }
 
-/* The top-K order: the larger logit first, the lower id on ties. */
-static int topk_before(const float *z, int32_t a, int32_t b) {
-    return z[a] > z[b] || (z[a] == z[b] && a < b);
-}
-
-/* h[0..n) is a heap whose root is the entry that comes LAST in the top-K order */
-static void topk_sift_down(const float *z, int32_t *h, int n, int i) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && topk_before(z, h[m], h[l])) m = l;
-        if (r < n && topk_before(z, h[m], h[r])) m = r;
-        if (m == i) return;
-        int32_t t = h[i];
-        h[i] = h[m];
-        h[m] = t;
-        i = m;
-    }
-}
-
 int ds_topk(const float *z, int V, int K, float T, int32_t *ids, float *logprobs, float *tail) {
     if (!z || !ids || !logprobs || !tail || V < 1 || K < 1 || K > V || !(T > 0))
         return sushi_error(SUSHI_EINVAL, "ds_topk: bad argument (V %d, K %d, T %g)", V, K, (double)T);
-    /* one pass keeping the best K in a heap (almost every logit fails the first compare) */
-    for (int i = 0; i < K; i++) ids[i] = i;
-    for (int i = K / 2 - 1; i >= 0; i--) topk_sift_down(z, ids, K, i);
-    for (int i = K; i < V; i++)
-        if (topk_before(z, i, ids[0])) {
-            ids[0] = i;
-            topk_sift_down(z, ids, K, 0);
-        }
-    for (int n = K; n > 1; n--) {   /* heap sort: ids[] ends best first */
-        int32_t t = ids[0];
-        ids[0] = ids[n - 1];
-        ids[n - 1] = t;
-        topk_sift_down(z, ids, n - 1, 0);
-    }
-    /* one pass of exponentials, split into the top-K mass and the tail mass; the tail is
-     * summed on its own (not 1 - top) so a tiny tail keeps its precision */
-    const float invT = 1.0f / T, mx = z[ids[0]] * invT;
-    const int32_t last = ids[K - 1];
-    double s_top = 0, s_tail = 0;
-    for (int i = 0; i < V; i++) {
-        double e = expf(z[i] * invT - mx);
-        if (i == last || topk_before(z, i, last)) s_top += e;
-        else s_tail += e;
-    }
-    double lse = mx + log(s_top + s_tail);
-    for (int j = 0; j < K; j++) logprobs[j] = (float)(z[ids[j]] * (double)invT - lse);
-    *tail = s_tail > 0 ? (float)(mx + log(s_tail) - lse) : -INFINITY;   /* −inf when K == V */
-    return 0;
+    return ops_cpu()->topk(ids, logprobs, tail, z, 1, V, V, K, T);
 }
