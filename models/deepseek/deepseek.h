@@ -167,6 +167,8 @@ struct ds_train {
     struct ds_layer *g;         /* [L] gradient views into gbuf */
     void *g_embed, *g_final_norm, *g_head;
     struct ds_train_state *st;  /* activations and scratch (train.c) */
+    float loss_scale;           /* the loss gradient is multiplied by this (dynamic loss
+                                 * scaling, optim_loss_scale); 0 counts as 1 */
 };
 
 /* Creates a model of config c (c->vocab etc.; fp8 must be 0) with weights from `seed`:
@@ -236,5 +238,41 @@ int ds_rope_tables(struct ds_model *m);
 /* Field-by-field comparison; names the first differing config.json field in a message
  * prefixed with `where`. */
 int ds_config_equal(const struct ds_config *a, const struct ds_config *b, const char *where);
+
+/* ---- batched scoring (score.c) ----------------------------------------------------
+ * The teacher's top-K output (SPEC §1) of a whole [B,T] batch in one forward: the
+ * embedding, the norms, the FFN / MoE and the LM head run over every real position at
+ * once, MLA per sequence (each document segment, or each row cut at its length, from
+ * position 0), and the top-K runs on the backend (ops->topk), so only (N,K) ids and
+ * log-probabilities and (N) tails come back to the host. Scratch is kept in the scorer
+ * and reused across batches (it grows to the largest batch seen). */
+typedef int (*ds_score_tick_fn)(void *ctx);
+struct ds_scorer {
+    struct ds_model *m;
+    int rows, K;                /* capacity of the row buffers (real positions) and of K */
+    int chunk;                  /* rows per LM-head / top-K chunk, (chunk, V) logits at a time */
+    struct ds_cache kc;         /* one sequence's MLA cache */
+    int32_t *ids;               /* (rows) backend */
+    void *x, *xn, *d;           /* (rows, C) act: residual stream, norm output, block output */
+    float *rstd;                /* (rows) backend */
+    void *logits;               /* (chunk, V) act */
+    int32_t *top;               /* (rows, K) backend */
+    float *lp, *tail;           /* (rows, K), (rows) backend */
+    int32_t *h_ids, *h_top;     /* host copies: (rows), (rows, K) */
+    float *h_lp, *h_tail;       /* (rows, K), (rows) */
+    int *seg_start, *seg_len;   /* (rows) host: compacted first row and length of each sequence */
+    ds_score_tick_fn tick;      /* called between layers and sequences; nonzero stops scoring */
+    void *tick_ctx;
+};
+/* Binds s to m (nothing allocated yet: buffers grow on the first batches). */
+int ds_scorer_init(struct ds_scorer *s, struct ds_model *m);
+void ds_scorer_free(struct ds_scorer *s);
+/* Scores tokens [B,T] (host): positions t < lengths[b] (lengths NULL = T) are real, each
+ * run of equal doc_ids (NULL = the whole row) is one sequence from position 0; writes
+ * host ids [B,T,K] by descending logit, logprobs [B,T,K] = log_softmax(z/temp) there and
+ * tail [B,T] (log of the mass outside the K; −inf when K = V). Padding positions get ids
+ * −1, logprobs 0, tail 0. A nonzero return of s->tick stops scoring and is returned. */
+int ds_score_batch(struct ds_scorer *s, const int32_t *tokens, const int32_t *lengths, const int32_t *doc_ids, int B,
+                   int T, int K, float temp, int32_t *ids, float *logprobs, float *tail);
 
 #endif

@@ -1,9 +1,11 @@
 /* The teacher's scoring, shared by `score` (files), `pipeline` (batches from the loader)
  * and `serve` (requests): load a checkpoint on a backend; score one sequence from
- * position 0 (ds_cache_reset + ds_forward, ds_topk per position at temperature T); score
- * the rows of a [B,T] batch, each document segment (doc_ids) or each row cut at its
- * length as its own sequence, with a callback between sequences so a service can keep
- * its heartbeats going while it scores a long batch. */
+ * position 0 (ds_cache_reset + ds_forward, ds_topk per position at temperature T), which
+ * `score --logits-out` needs for the raw logits; score the rows of a [B,T] batch in one
+ * batched forward (ds_score_batch: each document segment (doc_ids) or each row cut at
+ * its length is its own sequence, the top-K runs on the backend), with a callback
+ * between layers and sequences so a service can keep its heartbeats going while it
+ * scores a long batch. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +28,7 @@ int teacher_scorer_init(struct teacher_scorer *s, struct ds_model *m) {
     s->logits = malloc((size_t)m->max_seq * m->cfg.vocab * sizeof(float));
     if (!s->logits) return sushi_error(SUSHI_ENOMEM, "teacher: out of memory for %d positions of logits", m->max_seq);
     int rc = ds_cache_init(&s->cache, m);
+    if (!rc) rc = ds_scorer_init(&s->batch, m);
     if (rc) {
         free(s->logits);
         s->logits = NULL;
@@ -37,6 +40,7 @@ void teacher_scorer_free(struct teacher_scorer *s) {
     if (!s || !s->m) return;
     free(s->logits);
     ds_cache_free(&s->cache, s->m);
+    ds_scorer_free(&s->batch);
     memset(s, 0, sizeof *s);
 }
 
@@ -62,39 +66,14 @@ int teacher_score_seq(struct teacher_scorer *s, const int32_t *ids, int n, int K
     return rc;
 }
 
-/* the end of the sequence that starts at t in row r: the segment's end, or the length */
-static int teacher_seq_end(const struct teacher_rows *r, int row, int t, int len) {
-    if (!r->doc_ids) return len;
-    const int32_t *d = r->doc_ids + (size_t)row * r->T;
-    int e = t + 1;
-    while (e < len && d[e] == d[t]) e++;
-    return e;
-}
-
 int teacher_score_rows(struct teacher_scorer *s, const struct teacher_rows *r, int K, float temp, int32_t *top,
                        float *lp, float *tail, teacher_tick_fn tick, void *ctx) {
-    if (!s || !r || !r->tokens || r->B < 1 || r->T < 1 || !top || !lp || !tail)
+    if (!s || !s->m || !r || !r->tokens || r->B < 1 || r->T < 1 || !top || !lp || !tail)
         return sushi_error(SUSHI_EINVAL, "teacher_score_rows: bad argument");
-    int rc = SUSHI_OK;
-    for (int b = 0; !rc && b < r->B; b++) {
-        int len = r->lengths ? r->lengths[b] : r->T;
-        if (len < 0 || len > r->T)
-            return sushi_error(SUSHI_EINVAL, "lengths[%d] = %d is outside [0, %d]", b, len, r->T);
-        size_t row = (size_t)b * r->T;
-        for (int t = 0; !rc && t < len;) {
-            if (tick && (rc = tick(ctx)) != 0) break;
-            int e = teacher_seq_end(r, b, t, len);
-            rc = teacher_score_seq(s, r->tokens + row + t, e - t, K, temp, top + (row + t) * K, lp + (row + t) * K,
-                                   tail + row + t);
-            t = e;
-        }
-        for (int t = len; t < r->T; t++) { /* padding */
-            for (int j = 0; j < K; j++) {
-                top[(row + t) * K + j] = -1;
-                lp[(row + t) * K + j] = 0.0f;
-            }
-            tail[row + t] = 0.0f;
-        }
-    }
+    s->batch.tick = tick;
+    s->batch.tick_ctx = ctx;
+    int rc = ds_score_batch(&s->batch, r->tokens, r->lengths, r->doc_ids, r->B, r->T, K, temp, top, lp, tail);
+    s->batch.tick = NULL;
+    s->batch.tick_ctx = NULL;
     return rc;
 }

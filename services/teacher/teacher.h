@@ -23,11 +23,13 @@ int teacher_parse_float(const char *opt, const char *s, float *out);
  * > 0 sets the CPU backend's thread count. */
 int teacher_load(struct ds_model *m, const char *dir, const char *backend, int threads, int max_seq);
 
-/* What scoring needs besides the model: the latent cache and a logits buffer. */
+/* What scoring needs besides the model: the latent cache and a logits buffer for one
+ * sequence, and the batched scorer's scratch. */
 struct teacher_scorer {
     struct ds_model *m;
     struct ds_cache cache;
     float *logits;          /* (max_seq, V) host f32: the last sequence's logits */
+    struct ds_scorer batch; /* teacher_score_rows */
 };
 int teacher_scorer_init(struct teacher_scorer *s, struct ds_model *m);
 void teacher_scorer_free(struct teacher_scorer *s);
@@ -41,8 +43,8 @@ int teacher_check_ids(const char *what, const int32_t *ids, size_t n, int vocab)
 int teacher_score_seq(struct teacher_scorer *s, const int32_t *ids, int n, int K, float T, int32_t *top,
                       float *lp, float *tail);
 
-/* Called before each sequence of teacher_score_rows; a nonzero return stops scoring
- * and is returned (e.g. 1 = the service is stopping). */
+/* Called between the layers and sequences of teacher_score_rows; a nonzero return
+ * stops scoring and is returned (e.g. 1 = the service is stopping). */
 typedef int (*teacher_tick_fn)(void *ctx);
 
 struct teacher_rows {
