@@ -3,10 +3,15 @@
  *   c = rmsnorm(kv_a(x)[:kv_lora]), k_pe = rope(kv_a(x)[kv_lora:])   -> cache
  *   k_nope, v = kv_b(c) per head over every cached position
  *   k = [k_nope, k_pe] (k_pe shared by the heads), q_pe rotated; causal softmax; o_proj.
- * Only c and k_pe are cached (kv_lora + rope numbers per token and layer); k and v are
- * expanded from them on each call, so cached decoding gives the logits of a full pass.
- * The attention op runs a square causal problem over all S cached positions: the rows
- * of earlier positions hold zero queries and their outputs are discarded. */
+ * Only c and k_pe are cached (kv_lora + rope numbers per token and layer). Two forms give
+ * the same logits:
+ * - expanded (here; prefill and training): k and v are expanded from the cache on each
+ *   call and the attention op runs a square causal problem over all S cached positions
+ *   (the rows of earlier positions hold zero queries and their outputs are discarded);
+ * - absorbed (mla_absorb.c; decoding): kv_b is folded into the queries and the output,
+ *   so a step attends to the latents directly in O(S) per token.
+ * ds_mla_forward picks the absorbed form for a step of at most MLA_ABSORB_MAX_NEW new
+ * tokens after a cached prefix; SUSHI_MLA=absorbed|expanded forces one. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,16 +36,20 @@ int mla_scratch_alloc(const struct ds_model *m, int n, int S, struct mla_scratch
     s->qa = ops->alloc((size_t)n * ql * es);
     s->qa_n = ops->alloc((size_t)n * ql * es);
     s->craw = ops->alloc((size_t)n * c->kv_lora * es);
-    s->q = ops->alloc((size_t)S * c->H * dqk * es);
-    s->k = ops->alloc((size_t)S * c->H * dqk * es);
-    s->v = ops->alloc((size_t)S * c->H * c->dv * es);
-    s->att = ops->alloc((size_t)S * c->H * c->dv * es);
-    s->lse = ops->alloc((size_t)S * c->H * sizeof(float));
     s->rstd = ops->alloc((size_t)n * sizeof(float));
     s->pos = ops->alloc((size_t)n * sizeof(int32_t));
-    if (!s->qa || !s->qa_n || !s->craw || !s->q || !s->k || !s->v || !s->att || !s->lse || !s->rstd || !s->pos) {
+    int ok = s->qa && s->qa_n && s->craw && s->rstd && s->pos;
+    if (ok && S > 0) {
+        s->q = ops->alloc((size_t)S * c->H * dqk * es);
+        s->k = ops->alloc((size_t)S * c->H * dqk * es);
+        s->v = ops->alloc((size_t)S * c->H * c->dv * es);
+        s->att = ops->alloc((size_t)S * c->H * c->dv * es);
+        s->lse = ops->alloc((size_t)S * c->H * sizeof(float));
+        ok = s->q && s->k && s->v && s->att && s->lse;
+    }
+    if (!ok) {
         mla_scratch_free(ops, s);
-        return sushi_error(SUSHI_ENOMEM, "mla_forward: out of backend memory (%d positions)", S);
+        return sushi_error(SUSHI_ENOMEM, "mla_forward: out of backend memory (%d new rows, %d positions)", n, S);
     }
     return 0;
 }
@@ -53,9 +62,52 @@ int mla_linear(const struct ops *ops, void *y, const void *x, const void *w, int
 /* the RMSNorm of the latents q_a / kv_a: HF builds them with the default eps 1e-6 */
 #define MLA_LATENT_EPS 1e-6f
 
-int mla_attend(const struct ds_model *m, int l, struct ds_cache *kc, const void *x, int n, struct mla_scratch *sp) {
+int mla_project(const struct ds_model *m, int l, struct ds_cache *kc, const void *x, int n,
+                const struct mla_scratch *s, void *q) {
     const struct ds_config *c = &m->cfg;
     const struct ds_layer *y = &m->layers[l];
+    const struct ops *ops = m->ops;
+    size_t es = dtype_size(ops->act_dtype);
+    int H = c->H, dqk = c->nope + c->rope, start = kc->len;
+    if (start + n > kc->cap)
+        return sushi_error(SUSHI_EINVAL, "mla_forward: %d positions exceed the cache (%d)", start + n, kc->cap);
+    int rc = 0;
+    int32_t *pos = malloc((size_t)n * sizeof(int32_t));
+    if (!pos) rc = sushi_error(SUSHI_ENOMEM, "mla_forward: out of memory");
+    for (int i = 0; !rc && i < n; i++) pos[i] = start + i;
+    if (!rc) rc = ops->to_device(s->pos, pos, (size_t)n * sizeof(int32_t));
+    free(pos);
+
+    /* queries (n, H, dqk) */
+    if (!rc && c->q_lora) {
+        rc = mla_linear(ops, s->qa, x, y->q_a, n, c->q_lora, c->C, 0);
+        if (!rc) rc = ops->rmsnorm_forward(s->qa_n, s->rstd, s->qa, y->q_a_norm, n, c->q_lora, MLA_LATENT_EPS);
+        if (!rc) rc = mla_linear(ops, q, s->qa_n, y->q_b, n, H * dqk, c->q_lora, 0);
+    } else if (!rc) {
+        rc = mla_linear(ops, q, x, y->q_b, n, H * dqk, c->C, 0);
+    }
+    struct rope_shape rq = {.N = n, .nheads = H, .row_stride = H * dqk, .head_stride = dqk, .offset = c->nope,
+                            .rot_dim = c->rope, .interleaved = c->interleave, .max_pos = m->max_seq,
+                            .pos = s->pos, .cos = m->rope_cos, .sin = m->rope_sin};
+    if (!rc) rc = ops->rope_forward(q, &rq);
+
+    /* latent c (normalised) and rotated k_pe of the new rows, into the cache; s->rstd
+     * ends as kv_a_layernorm's (the backward uses it) */
+    void *cnew = AT(kc->c[l], (size_t)start * c->kv_lora), *kpnew = AT(kc->kpe[l], (size_t)start * c->rope);
+    if (!rc) rc = mla_linear(ops, s->craw, x, y->kv_a, n, c->kv_lora, c->C, 0);
+    if (!rc) rc = ops->rmsnorm_forward(cnew, s->rstd, s->craw, y->kv_a_norm, n, c->kv_lora, MLA_LATENT_EPS);
+    if (!rc) rc = mla_linear(ops, kpnew, x, AT(y->kv_a, (size_t)c->kv_lora * c->C), n, c->rope, c->C, 0);
+    struct rope_shape rk = rq;
+    rk.nheads = 1;
+    rk.row_stride = c->rope;
+    rk.head_stride = c->rope;
+    rk.offset = 0;
+    if (!rc) rc = ops->rope_forward(kpnew, &rk);
+    return rc;
+}
+
+int mla_attend(const struct ds_model *m, int l, struct ds_cache *kc, const void *x, int n, struct mla_scratch *sp) {
+    const struct ds_config *c = &m->cfg;
     const struct ops *ops = m->ops;
     size_t es = dtype_size(ops->act_dtype);
     int H = c->H, dqk = c->nope + c->rope, start = kc->len, S = start + n;
@@ -64,40 +116,12 @@ int mla_attend(const struct ds_model *m, int l, struct ds_cache *kc, const void 
     int rc = mla_scratch_alloc(m, n, S, sp);
     if (rc) return rc;
     struct mla_scratch s = *sp;
-    int32_t *pos = malloc((size_t)n * sizeof(int32_t));
-    if (!pos) rc = sushi_error(SUSHI_ENOMEM, "mla_forward: out of memory");
-    for (int i = 0; !rc && i < n; i++) pos[i] = start + i;
-    if (!rc) rc = ops->to_device(s.pos, pos, (size_t)n * sizeof(int32_t));
-    free(pos);
-
-    /* queries of the new rows, (n, H, dqk) at row `start` of q */
-    void *qnew = AT(s.q, (size_t)start * H * dqk);
-    if (!rc) rc = ops->fill(s.q, 0.0f, (size_t)S * H * dqk);
-    if (!rc && c->q_lora) {
-        rc = mla_linear(ops, s.qa, x, y->q_a, n, c->q_lora, c->C, 0);
-        if (!rc) rc = ops->rmsnorm_forward(s.qa_n, s.rstd, s.qa, y->q_a_norm, n, c->q_lora, MLA_LATENT_EPS);
-        if (!rc) rc = mla_linear(ops, qnew, s.qa_n, y->q_b, n, H * dqk, c->q_lora, 0);
-    } else if (!rc) {
-        rc = mla_linear(ops, qnew, x, y->q_b, n, H * dqk, c->C, 0);
-    }
-    struct rope_shape rq = {.N = n, .nheads = H, .row_stride = H * dqk, .head_stride = dqk, .offset = c->nope,
-                            .rot_dim = c->rope, .interleaved = c->interleave, .max_pos = m->max_seq,
-                            .pos = s.pos, .cos = m->rope_cos, .sin = m->rope_sin};
-    if (!rc) rc = ops->rope_forward(qnew, &rq);
-
-    /* latent c (normalised) and rotated k_pe of the new rows, into the cache */
-    void *cnew = AT(kc->c[l], (size_t)start * c->kv_lora), *kpnew = AT(kc->kpe[l], (size_t)start * c->rope);
-    if (!rc) rc = mla_linear(ops, s.craw, x, y->kv_a, n, c->kv_lora, c->C, 0);
-    if (!rc) rc = ops->rmsnorm_forward(cnew, s.rstd, s.craw, y->kv_a_norm, n, c->kv_lora, MLA_LATENT_EPS);
-    if (!rc) rc = mla_linear(ops, kpnew, x, AT(y->kv_a, (size_t)c->kv_lora * c->C), n, c->rope, c->C, 0);
-    struct rope_shape rk = rq;
-    rk.nheads = 1;
-    rk.row_stride = c->rope;
-    rk.head_stride = c->rope;
-    rk.offset = 0;
-    if (!rc) rc = ops->rope_forward(kpnew, &rk);
+    /* the new rows' queries at row `start` of q, the earlier rows zero */
+    rc = ops->fill(s.q, 0.0f, (size_t)S * H * dqk);
+    if (!rc) rc = mla_project(m, l, kc, x, n, &s, AT(s.q, (size_t)start * H * dqk));
 
     /* keys and values of all S positions, per head, from the cache */
+    const struct ds_layer *y = &m->layers[l];
     for (int h = 0; !rc && h < H; h++) {
         const void *wk = AT(y->kv_b, (size_t)h * (c->nope + c->dv) * c->kv_lora);
         const void *wv = AT(y->kv_b, ((size_t)h * (c->nope + c->dv) + c->nope) * c->kv_lora);
@@ -114,11 +138,23 @@ int mla_attend(const struct ds_model *m, int l, struct ds_cache *kc, const void 
     return rc;
 }
 
+/* 1 for the absorbed form, 0 for the expanded one, or an error for a bad SUSHI_MLA */
+static int mla_form(int n, int len) {
+    const char *e = getenv("SUSHI_MLA");
+    if (!e || !*e) return len > 0 && n <= MLA_ABSORB_MAX_NEW;
+    if (!strcmp(e, "absorbed")) return 1;
+    if (!strcmp(e, "expanded")) return 0;
+    return sushi_error(SUSHI_EINVAL, "mla_forward: SUSHI_MLA=%s: expected absorbed or expanded", e);
+}
+
 int ds_mla_forward(struct ds_model *m, int l, struct ds_cache *kc, const void *x, int n, void *out) {
     if (!m || !kc || !x || !out || l < 0 || l >= m->cfg.L || n < 1)
         return sushi_error(SUSHI_EINVAL, "mla_forward: bad argument");
     const struct ds_config *c = &m->cfg;
     size_t es = dtype_size(m->ops->act_dtype);
+    int form = mla_form(n, kc->len);
+    if (form < 0) return form;
+    if (form) return mla_absorbed_forward(m, l, kc, x, n, out);
     struct mla_scratch s;
     int rc = mla_attend(m, l, kc, x, n, &s);
     if (rc) return rc;
