@@ -13,9 +13,11 @@ __device__ __forceinline__ bool attn_visible(const struct attn_shape &s, int b, 
     return true;
 }
 
-/* 64 rows [r0, r0+64) of a [B,T,heads,d] bf16 tensor (head hh, token stride ts) into
- * shared bf16 [64][ld], zeros beyond T; 16-byte loads when d, ts and src allow it */
-__device__ __forceinline__ void attn_load_rows(bf16 *dst, int ld, const bf16 *src, int b, int r0, int T,
+/* 64 rows [r0, r0+64) of a [B,T,heads,d] act tensor (T = bf16 or f16; head hh, token
+ * stride ts) into shared [64][ld] of the same type, zeros beyond T; 16-byte loads when d,
+ * ts and src allow it */
+template <typename E>
+__device__ __forceinline__ void attn_load_rows(E *dst, int ld, const E *src, int b, int r0, int T,
                                                int ts, int hh, int d) {
     if (d % 8 == 0 && ts % 8 == 0 && ld % 8 == 0 && ((uintptr_t)src & 15) == 0) {
         const int chunks = d / 8;
@@ -29,7 +31,7 @@ __device__ __forceinline__ void attn_load_rows(bf16 *dst, int ld, const bf16 *sr
     }
     for (int e = threadIdx.x; e < 64 * d; e += blockDim.x) {
         int r = e / d, c = e % d, t = r0 + r;
-        dst[r * ld + c] = t < T ? src[((size_t)b * T + t) * ts + (size_t)hh * d + c] : __float2bfloat16(0.0f);
+        dst[r * ld + c] = t < T ? src[((size_t)b * T + t) * ts + (size_t)hh * d + c] : act_from<E>(0.0f);
     }
 }
 

@@ -1,4 +1,4 @@
-/* Flash-style attention on bf16 q/k/v with f32 arithmetic: the scores are never
+/* Flash-style attention on bf16 or f16 q/k/v with f32 arithmetic: the scores are never
  * stored; the forward keeps an online softmax per query and saves lse [B,H,T] (f32)
  * for the backward, which recomputes the probabilities tile by tile.
  *   forward   grid (query tiles, B·H): warp per query row, lane per key of a 32-key tile
@@ -7,8 +7,9 @@
  *             group and the query tiles that can see it), so GQA sums need no atomics.
  * Key tiles that the causal/window mask hides entirely are skipped; document masks are
  * applied per element. dq/dk/dv use the strides of q/k/v, dout that of out.
- * Dispatch: the mma.sync kernels (attention_fast_cuda.cu: dqk = dv = 64/128 forward,
- * 64 backward), else the WMMA kernels (attention_mma_cuda.cu: dims multiple of 16),
+ * Dispatch: the mma.sync kernels (attention_fast_cuda.cu: bf16 only, dqk = dv = 64/128
+ * forward, 64 backward), else the WMMA kernels (attention_mma_cuda.cu: bf16 or f16, dims
+ * multiple of 16),
  * else the plain f32 kernels here, which serve any dims ≤ 256 and are the reference
  * the others are checked against (SUSHI_ATTN_SIMPLE=1 forces them). */
 #include <math.h>
@@ -30,8 +31,9 @@ __device__ __forceinline__ int att_first_key(const struct attn_shape &s, int q0)
     return k > 0 ? (k / ATT_BK) * ATT_BK : 0;
 }
 
+template <typename T>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+attention_forward_kernel(T *out, float *lse, const T *q, const T *k, const T *v,
                          struct attn_shape s) {
     extern __shared__ float sm[];
     const int dq = s.dqk, dv = s.dv;
@@ -95,7 +97,7 @@ attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, co
         int i = q0 + warp * ATT_ROWS + r;
         if (i >= s.T) continue;
         float inv = 1.0f / l[r];
-        bf16 *o = out + ((size_t)b * s.T + i) * s.o_stride + (size_t)h * dv;
+        T *o = out + ((size_t)b * s.T + i) * s.o_stride + (size_t)h * dv;
 #pragma unroll
         for (int c = 0; c < ATT_NC; c++)
             if (c * 32 + lane < dv) st(o + c * 32 + lane, acc[r][c] * inv);
@@ -104,14 +106,15 @@ attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, co
 }
 
 /* delta [B,H,T] = Σ_d dout·out; one warp per (b, t, h) */
-__global__ void attention_delta_kernel(float *delta, const bf16 *dout, const bf16 *out,
+template <typename T>
+__global__ void attention_delta_kernel(float *delta, const T *dout, const T *out,
                                        struct attn_shape s) {
     size_t w = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (w >= (size_t)s.B * s.T * s.H) return;
     int h = (int)(w % s.H);
     size_t bt = w / s.H;
-    const bf16 *a = dout + bt * s.o_stride + (size_t)h * s.dv, *o = out + bt * s.o_stride + (size_t)h * s.dv;
+    const T *a = dout + bt * s.o_stride + (size_t)h * s.dv, *o = out + bt * s.o_stride + (size_t)h * s.dv;
     float acc = 0.0f;
     for (int d = lane; d < s.dv; d += 32) acc += ld(a + d) * ld(o + d);
     acc = warp_sum(acc);
@@ -120,9 +123,10 @@ __global__ void attention_delta_kernel(float *delta, const bf16 *dout, const bf1
 }
 
 /* dq_i = scale · Σ_j p_ij (dout_i·v_j − delta_i) k_j */
+template <typename T>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-attention_dq_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *delta,
-                    const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+attention_dq_kernel(T *dqo, const T *dout, const float *lse, const float *delta,
+                    const T *q, const T *k, const T *v, struct attn_shape s) {
     extern __shared__ float sm[];
     const int dq = s.dqk, dv = s.dv;
     float *Qs = sm;                          /* [BQ][dq] (scaled) */
@@ -188,7 +192,7 @@ attention_dq_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *
     for (int r = 0; r < ATT_ROWS; r++) {
         int i = q0 + warp * ATT_ROWS + r;
         if (i >= s.T) continue;
-        bf16 *o = dqo + ((size_t)b * s.T + i) * s.q_stride + (size_t)h * dq;
+        T *o = dqo + ((size_t)b * s.T + i) * s.q_stride + (size_t)h * dq;
 #pragma unroll
         for (int c = 0; c < ATT_NC; c++)
             if (c * 32 + lane < dq) st(o + c * 32 + lane, acc[r][c] * s.scale);
@@ -196,9 +200,10 @@ attention_dq_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *
 }
 
 /* dv_j = Σ_{h in group, i} p_ij dout_i;  dk_j = scale · Σ p_ij (dout_i·v_j − delta_i) q_i */
+template <typename T>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-attention_dkv_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, const float *delta,
-                     const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+attention_dkv_kernel(T *dko, T *dvo, const T *dout, const float *lse, const float *delta,
+                     const T *q, const T *k, const T *v, struct attn_shape s) {
     extern __shared__ float sm[];
     const int dq = s.dqk, dv = s.dv;
     float *Kr = sm;                          /* [BQ][dq] this block's keys */
@@ -277,8 +282,8 @@ attention_dkv_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, c
     for (int r = 0; r < ATT_ROWS; r++) {
         int j = j0 + warp * ATT_ROWS + r;
         if (j >= s.T) continue;
-        bf16 *ko = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * dq;
-        bf16 *vo = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * dv;
+        T *ko = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * dq;
+        T *vo = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * dv;
 #pragma unroll
         for (int c = 0; c < ATT_NC; c++) {
             if (c * 32 + lane < dq) st(ko + c * 32 + lane, ak[r][c]);
@@ -319,10 +324,11 @@ int cuda_attention_forward(void *out, float *lse, const void *q, const void *k, 
         if ((rc = cuda_attention_forward_mma(out, lse, q, k, v, s)) <= 0) return rc;
     }
     size_t smem = sizeof(float) * ((size_t)ATT_BQ * s->dqk + ATT_BK * (s->dqk + 1) + ATT_BK * s->dv);
-    if ((rc = attention_smem(attention_forward_kernel, smem, "attention_forward smem"))) return rc;
     dim3 grid((s->T + ATT_BQ - 1) / ATT_BQ, s->B * s->H);
-    attention_forward_kernel<<<grid, ATT_WARPS * 32, smem>>>((bf16 *)out, lse, (const bf16 *)q,
-                                                             (const bf16 *)k, (const bf16 *)v, *s);
+    CUDA_ACT(T, rc = attention_smem(attention_forward_kernel<T>, smem, "attention_forward smem");
+             if (!rc) attention_forward_kernel<T><<<grid, ATT_WARPS * 32, smem>>>(
+                 (T *)out, lse, (const T *)q, (const T *)k, (const T *)v, *s));
+    if (rc) return rc;
     CUDA_LAUNCHED("attention_forward");
     return 0;
 }
@@ -336,8 +342,8 @@ int cuda_attention_backward(void *dq, void *dk, void *dv, const void *dout, cons
     size_t rows = (size_t)s->B * s->H * s->T;
     void *delta;
     if ((rc = cuda_workspace(&delta, rows * sizeof(float), 1))) return rc;
-    attention_delta_kernel<<<cuda_blocks(rows * 32, 256), 256>>>((float *)delta, (const bf16 *)dout,
-                                                                  (const bf16 *)out, *s);
+    CUDA_ACT(T, attention_delta_kernel<T><<<cuda_blocks(rows * 32, 256), 256>>>((float *)delta, (const T *)dout,
+                                                                                (const T *)out, *s));
     CUDA_LAUNCHED("attention_backward delta");
 
     if (!getenv("SUSHI_ATTN_SIMPLE")) {
@@ -348,20 +354,21 @@ int cuda_attention_backward(void *dq, void *dk, void *dv, const void *dout, cons
     }
     size_t smem_q = sizeof(float) * ((size_t)ATT_BQ * (s->dqk + s->dv) + ATT_BK * (s->dqk + 1) +
                                      ATT_BK * (s->dv + 1));
-    if ((rc = attention_smem(attention_dq_kernel, smem_q, "attention_backward dq smem"))) return rc;
     dim3 grid_q((s->T + ATT_BQ - 1) / ATT_BQ, s->B * s->H);
-    attention_dq_kernel<<<grid_q, ATT_WARPS * 32, smem_q>>>((bf16 *)dq, (const bf16 *)dout, lse,
-                                                            (const float *)delta, (const bf16 *)q,
-                                                            (const bf16 *)k, (const bf16 *)v, *s);
+    CUDA_ACT(T, rc = attention_smem(attention_dq_kernel<T>, smem_q, "attention_backward dq smem");
+             if (!rc) attention_dq_kernel<T><<<grid_q, ATT_WARPS * 32, smem_q>>>(
+                 (T *)dq, (const T *)dout, lse, (const float *)delta, (const T *)q, (const T *)k, (const T *)v, *s));
+    if (rc) return rc;
     CUDA_LAUNCHED("attention_backward dq");
 
     size_t smem_kv = sizeof(float) * ((size_t)ATT_BQ * (s->dqk + s->dv) + ATT_BK * (s->dqk + 1) +
                                       ATT_BK * (s->dv + 1) + 2 * ATT_BK);
-    if ((rc = attention_smem(attention_dkv_kernel, smem_kv, "attention_backward dkv smem"))) return rc;
     dim3 grid_kv((s->T + ATT_BQ - 1) / ATT_BQ, s->B * s->G);
-    attention_dkv_kernel<<<grid_kv, ATT_WARPS * 32, smem_kv>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
-                                                               lse, (const float *)delta, (const bf16 *)q,
-                                                               (const bf16 *)k, (const bf16 *)v, *s);
+    CUDA_ACT(T, rc = attention_smem(attention_dkv_kernel<T>, smem_kv, "attention_backward dkv smem");
+             if (!rc) attention_dkv_kernel<T><<<grid_kv, ATT_WARPS * 32, smem_kv>>>(
+                 (T *)dk, (T *)dv, (const T *)dout, lse, (const float *)delta, (const T *)q, (const T *)k,
+                 (const T *)v, *s));
+    if (rc) return rc;
     CUDA_LAUNCHED("attention_backward dkv");
     return 0;
 }

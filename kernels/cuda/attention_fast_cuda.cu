@@ -4,7 +4,10 @@
  * the 64-key K/V tiles go through shared memory, double-buffered with cp.async (the next
  * tile loads while this one is used) and read into fragments with ldmatrix. Fragment
  * layouts are those of the PTX ISA for m16n8k16: lane = 4·g + t holds rows g and g+8,
- * columns 2t and 2t+1. Causal query blocks run heaviest first (shorter tail). */
+ * columns 2t and 2t+1. Causal query blocks run heaviest first (shorter tail).
+ * bf16 activations only: with f16 (GPUs below sm_80, which lack cp.async and the
+ * m16n8k16 shape too, or SUSHI_CUDA_DTYPE=f16) both entry points return 1 and the WMMA
+ * kernels of attention_mma_cuda.cu, templated over the act type, take the shapes. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -301,7 +304,7 @@ static int fa_forward_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k
 
 int cuda_attention_forward_fast(void *out, float *lse, const void *q, const void *k, const void *v,
                                 const struct attn_shape *s) {
-    if (s->dqk != s->dv || (s->dqk != 64 && s->dqk != 128)) return 1;
+    if (cuda_act_dtype() != DT_BF16 || s->dqk != s->dv || (s->dqk != 64 && s->dqk != 128)) return 1;
     if (s->q_stride % 8 || s->k_stride % 8 || s->v_stride % 8 || s->o_stride % 2 ||
         ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) & 15 || (uintptr_t)out & 3)
         return 1;
@@ -477,7 +480,7 @@ attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *l
 int cuda_attention_backward_fast(void *dq, void *dk, void *dv, const void *dout, const float *delta,
                                  const float *lse, const void *q, const void *k, const void *v,
                                  const struct attn_shape *s) {
-    if (s->dqk != 64 || s->dv != 64) return 1;
+    if (cuda_act_dtype() != DT_BF16 || s->dqk != 64 || s->dv != 64) return 1;
     if (s->q_stride % 8 || s->k_stride % 8 || s->v_stride % 8 || s->o_stride % 8 ||
         ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)dout) & 15 ||
         ((uintptr_t)dq | (uintptr_t)dk | (uintptr_t)dv) & 3)

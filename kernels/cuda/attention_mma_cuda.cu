@@ -1,4 +1,4 @@
-/* Tensor-core attention forward (bf16 WMMA 16×16×16, f32 accumulate) for head dims
+/* Tensor-core attention forward (bf16 or f16 WMMA 16×16×16, f32 accumulate) for head dims
  * that are multiples of 16: a block of 4 warps owns 64 queries, each warp 16; per
  * 64-key tile a warp computes S = Q·Kᵀ on the tensor cores, applies the mask and the
  * online softmax in f32 (two lanes per row), then O = O·corr + P·V on the tensor cores
@@ -19,20 +19,22 @@ using namespace nvcuda;
 #define MMA_SLD (MMA_BK + 4)   /* f32 score row stride (pad) */
 
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_acc;
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
+template <typename T>
+using frag_a = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
 
 /* C[16, 64] = A[16, kd] · B[64, kd]ᵀ (all row-major in shared memory); each A
  * fragment is loaded once */
-__device__ void warp_mma_abt(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int kd) {
+template <typename T>
+__device__ void warp_mma_abt(float *C, int ldc, const T *A, int lda, const T *B, int ldb, int kd) {
     frag_acc acc[4];
 #pragma unroll
     for (int nb = 0; nb < 4; nb++) wmma::fill_fragment(acc[nb], 0.0f);
     for (int kb = 0; kb < kd; kb += 16) {
-        frag_a fa;
+        frag_a<T> fa;
         wmma::load_matrix_sync(fa, A + kb, lda);
 #pragma unroll
         for (int nb = 0; nb < 4; nb++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
             wmma::load_matrix_sync(fb, B + nb * 16 * ldb + kb, ldb);
             wmma::mma_sync(acc[nb], fa, fb, acc[nb]);
         }
@@ -42,8 +44,9 @@ __device__ void warp_mma_abt(float *C, int ldc, const bf16 *A, int lda, const bf
 }
 
 /* C[16, n] += A[16, 64] · B[64, n]; the four A fragments are loaded once */
-__device__ void warp_mma_acc(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int n) {
-    frag_a fa[4];
+template <typename T>
+__device__ void warp_mma_acc(float *C, int ldc, const T *A, int lda, const T *B, int ldb, int n) {
+    frag_a<T> fa[4];
 #pragma unroll
     for (int kb = 0; kb < 4; kb++) wmma::load_matrix_sync(fa[kb], A + kb * 16, lda);
     for (int nb = 0; nb < n; nb += 16) {
@@ -51,7 +54,7 @@ __device__ void warp_mma_acc(float *C, int ldc, const bf16 *A, int lda, const bf
         wmma::load_matrix_sync(acc, C + nb, ldc, wmma::mem_row_major);
 #pragma unroll
         for (int kb = 0; kb < 4; kb++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
             wmma::load_matrix_sync(fb, B + kb * 16 * ldb + nb, ldb);
             wmma::mma_sync(acc, fa[kb], fb, acc);
         }
@@ -59,15 +62,16 @@ __device__ void warp_mma_acc(float *C, int ldc, const bf16 *A, int lda, const bf
     }
 }
 
+template <typename T>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+attention_forward_mma_kernel(T *out, float *lse, const T *q, const T *k, const T *v,
                              struct attn_shape s) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     const int dq = s.dqk, dv = s.dv, ldq = dq + 8, ldv = dv + 8;
-    bf16 *Qs = (bf16 *)smem_raw;                     /* [BQ][ldq] */
-    bf16 *Ks = Qs + MMA_BQ * ldq;                    /* [BK][ldq] */
-    bf16 *Vs = Ks + MMA_BK * ldq;                    /* [BK][ldv] */
-    bf16 *Ps = Vs + MMA_BK * ldv;                    /* [BQ][BK+8] */
+    T *Qs = (T *)smem_raw;                     /* [BQ][ldq] */
+    T *Ks = Qs + MMA_BQ * ldq;                    /* [BK][ldq] */
+    T *Vs = Ks + MMA_BK * ldq;                    /* [BK][ldv] */
+    T *Ps = Vs + MMA_BK * ldv;                    /* [BQ][BK+8] */
     float *Ss = (float *)(Ps + MMA_BQ * (MMA_BK + 8)); /* [BQ][SLD] */
     float *Os = Ss + MMA_BQ * MMA_SLD;               /* [BQ][dv+4] */
     const int ldo = dv + 4, ldp = MMA_BK + 8;
@@ -106,13 +110,13 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         float mn = fmaxf(m, mx);
         float corr = mn == -INFINITY ? 1.0f : __expf(m - mn), sum = 0.0f;
-        bf16 *prow = Ps + row * ldp + half * 32;
+        T *prow = Ps + row * ldp + half * 32;
         for (int c0 = 0; c0 < 32; c0++) {
             int c = (c0 + rot) & 31;
             float p = mn == -INFINITY ? 0.0f : __expf(srow[c] - mn);
-            bf16 pb = __float2bfloat16(p);
+            T pb = act_from<T>(p);
             prow[c] = pb;
-            sum += __bfloat162float(pb);  /* normalise by what the tensor cores multiply */
+            sum += ld(&pb);  /* normalise by what the tensor cores multiply */
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         l = l * corr + sum;
@@ -127,7 +131,7 @@ attention_forward_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k
     }
     if (i < s.T) {
         float inv = 1.0f / l;
-        bf16 *o = out + ((size_t)b * s.T + i) * s.o_stride + (size_t)h * dv;
+        T *o = out + ((size_t)b * s.T + i) * s.o_stride + (size_t)h * dv;
         const float *orow = Os + row * ldo;
         for (int d = half; d < dv; d += 2) st(o + d, orow[d] * inv);
         if (half == 0) lse[((size_t)b * s.H + h) * s.T + i] = m + logf(l);
@@ -140,26 +144,28 @@ int cuda_attention_forward_mma(void *out, float *lse, const void *q, const void 
                                const struct attn_shape *s) {
     if (s->dqk % 16 || s->dv % 16 || s->dqk > 256 || s->dv > 256) return 1;
     int ldq = s->dqk + 8, ldv = s->dv + 8;
-    size_t smem = sizeof(bf16) * ((size_t)(MMA_BQ + MMA_BK) * ldq + MMA_BK * ldv + MMA_BQ * (MMA_BK + 8)) +
+    size_t smem = sizeof(uint16_t) * ((size_t)(MMA_BQ + MMA_BK) * ldq + MMA_BK * ldv + MMA_BQ * (MMA_BK + 8)) +
                   sizeof(float) * ((size_t)MMA_BQ * MMA_SLD + MMA_BQ * (s->dv + 4));
     if (smem > 220 * 1024) return 1;
-    CUDA_CHECK(cudaFuncSetAttribute(attention_forward_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem), "attention_forward mma smem");
     dim3 grid((s->T + MMA_BQ - 1) / MMA_BQ, s->B * s->H);
-    attention_forward_mma_kernel<<<grid, MMA_WARPS * 32, smem>>>((bf16 *)out, lse, (const bf16 *)q,
-                                                                 (const bf16 *)k, (const bf16 *)v, *s);
+    CUDA_ACT(T, CUDA_CHECK(cudaFuncSetAttribute(attention_forward_mma_kernel<T>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                           "attention_forward mma smem");
+             attention_forward_mma_kernel<T><<<grid, MMA_WARPS * 32, smem>>>((T *)out, lse, (const T *)q,
+                                                                            (const T *)k, (const T *)v, *s));
     CUDA_LAUNCHED("attention_forward (tensor cores)");
     return 0;
 }
 
 /* dq_i = scale · Σ_j p_ij (dp_ij − delta_i) k_j; warp owns 16 queries */
+template <typename T>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attention_dq_mma_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *delta,
-                        const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+attention_dq_mma_kernel(T *dqo, const T *dout, const float *lse, const float *delta,
+                        const T *q, const T *k, const T *v, struct attn_shape s) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     const int dq = s.dqk, dv = s.dv, ldq = dq + 8, ldv = dv + 8, ldp = MMA_BK + 8, lda = dq + 4;
-    bf16 *Qs = (bf16 *)smem_raw, *Os = Qs + 64 * ldq, *Ks = Os + 64 * ldv, *Vs = Ks + 64 * ldq;
-    bf16 *dSs = Vs + 64 * ldv;                             /* [64][ldp] */
+    T *Qs = (T *)smem_raw, *Os = Qs + 64 * ldq, *Ks = Os + 64 * ldv, *Vs = Ks + 64 * ldq;
+    T *dSs = Vs + 64 * ldv;                             /* [64][ldp] */
     float *Ss = (float *)(dSs + 64 * ldp), *dPs = Ss + 64 * MMA_SLD, *Acc = dPs + 64 * MMA_SLD;
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
     const int q0 = blockIdx.x * 64, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -191,28 +197,29 @@ attention_dq_mma_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const flo
                 float p = __expf(Ss[r * MMA_SLD + c] * s.scale - Lq[r]);
                 ds = p * (dPs[r * MMA_SLD + c] - Dq[r]) * s.scale;
             }
-            dSs[r * ldp + c] = __float2bfloat16(ds);
+            dSs[r * ldp + c] = act_from<T>(ds);
         }
         __syncwarp();
         warp_mma_acc(Acc + warp * 16 * lda, lda, dSs + warp * 16 * ldp, ldp, Ks, ldq, dq);
         __syncwarp();
     }
     if (i < s.T) {
-        bf16 *o = dqo + ((size_t)b * s.T + i) * s.q_stride + (size_t)h * dq;
+        T *o = dqo + ((size_t)b * s.T + i) * s.q_stride + (size_t)h * dq;
         for (int d = half; d < dq; d += 2) st(o + d, Acc[row * lda + d]);
     }
 }
 
 /* dv_j = Σ p_ij dout_i, dk_j = scale · Σ p_ij (dp_ij − delta_i) q_i over the heads of
  * kv head g; warp owns 16 keys, the tiles hold Sᵀ (keys × queries) */
+template <typename T>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, const float *delta,
-                         const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+attention_dkv_mma_kernel(T *dko, T *dvo, const T *dout, const float *lse, const float *delta,
+                         const T *q, const T *k, const T *v, struct attn_shape s) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     const int dq = s.dqk, dv = s.dv, ldq = dq + 8, ldv = dv + 8, ldp = MMA_BK + 8;
     const int ldk = dq + 4, ldvv = dv + 4;
-    bf16 *Kr = (bf16 *)smem_raw, *Vr = Kr + 64 * ldq, *Qs = Vr + 64 * ldv, *Os = Qs + 64 * ldq;
-    bf16 *Ps = Os + 64 * ldv, *dSs = Ps + 64 * ldp;
+    T *Kr = (T *)smem_raw, *Vr = Kr + 64 * ldq, *Qs = Vr + 64 * ldv, *Os = Qs + 64 * ldq;
+    T *Ps = Os + 64 * ldv, *dSs = Ps + 64 * ldp;
     float *Ss = (float *)(dSs + 64 * ldp), *dPs = Ss + 64 * MMA_SLD;
     float *dK = dPs + 64 * MMA_SLD, *dV = dK + 64 * ldk, *Ls = dV + 64 * ldvv, *Ds = Ls + 64;
     const int bg = blockIdx.y, b = bg / s.G, g = bg % s.G;
@@ -248,8 +255,8 @@ attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *ls
                     p = __expf(Ss[r * MMA_SLD + c] * s.scale - Ls[c]);
                     ds = p * (dPs[r * MMA_SLD + c] - Ds[c]) * s.scale;
                 }
-                Ps[r * ldp + c] = __float2bfloat16(p);
-                dSs[r * ldp + c] = __float2bfloat16(ds);
+                Ps[r * ldp + c] = act_from<T>(p);
+                dSs[r * ldp + c] = act_from<T>(ds);
             }
             __syncwarp();
             warp_mma_acc(dV + warp * 16 * ldvv, ldvv, Ps + warp * 16 * ldp, ldp, Os, ldv, dv);
@@ -258,8 +265,8 @@ attention_dkv_mma_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *ls
         }
     }
     if (j < s.T) {
-        bf16 *ko = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * dq;
-        bf16 *vo = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * dv;
+        T *ko = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * dq;
+        T *vo = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * dv;
         for (int d = half; d < dq; d += 2) st(ko + d, dK[row * ldk + d]);
         for (int d = half; d < dv; d += 2) st(vo + d, dV[row * ldvv + d]);
     }
@@ -270,23 +277,23 @@ int cuda_attention_backward_mma(void *dq, void *dk, void *dv, const void *dout, 
                                 const struct attn_shape *s) {
     if (s->dqk % 16 || s->dv % 16) return 1;
     size_t ldq = s->dqk + 8, ldv = s->dv + 8, ldp = MMA_BK + 8;
-    size_t smem_q = sizeof(bf16) * (64 * (2 * ldq + 2 * ldv) + 64 * ldp) +
+    size_t smem_q = sizeof(uint16_t) * (64 * (2 * ldq + 2 * ldv) + 64 * ldp) +
                     sizeof(float) * (2 * 64 * MMA_SLD + 64 * (s->dqk + 4) + 128);
-    size_t smem_kv = sizeof(bf16) * (64 * (2 * ldq + 2 * ldv) + 2 * 64 * ldp) +
+    size_t smem_kv = sizeof(uint16_t) * (64 * (2 * ldq + 2 * ldv) + 2 * 64 * ldp) +
                      sizeof(float) * (2 * 64 * MMA_SLD + 64 * (s->dqk + 4) + 64 * (s->dv + 4) + 128);
     if (smem_q > 220 * 1024 || smem_kv > 220 * 1024) return 1;
-    CUDA_CHECK(cudaFuncSetAttribute(attention_dq_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem_q), "attention_backward mma dq smem");
-    CUDA_CHECK(cudaFuncSetAttribute(attention_dkv_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem_kv), "attention_backward mma dkv smem");
     dim3 grid_q((s->T + 63) / 64, s->B * s->H), grid_kv((s->T + 63) / 64, s->B * s->G);
-    attention_dq_mma_kernel<<<grid_q, MMA_WARPS * 32, smem_q>>>((bf16 *)dq, (const bf16 *)dout, lse, delta,
-                                                                (const bf16 *)q, (const bf16 *)k,
-                                                                (const bf16 *)v, *s);
-    CUDA_LAUNCHED("attention_backward dq (tensor cores)");
-    attention_dkv_mma_kernel<<<grid_kv, MMA_WARPS * 32, smem_kv>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
-                                                                   lse, delta, (const bf16 *)q,
-                                                                   (const bf16 *)k, (const bf16 *)v, *s);
-    CUDA_LAUNCHED("attention_backward dkv (tensor cores)");
+    CUDA_ACT(T, CUDA_CHECK(cudaFuncSetAttribute(attention_dq_mma_kernel<T>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q),
+                           "attention_backward mma dq smem");
+             CUDA_CHECK(cudaFuncSetAttribute(attention_dkv_mma_kernel<T>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv),
+                        "attention_backward mma dkv smem");
+             attention_dq_mma_kernel<T><<<grid_q, MMA_WARPS * 32, smem_q>>>(
+                 (T *)dq, (const T *)dout, lse, delta, (const T *)q, (const T *)k, (const T *)v, *s);
+             CUDA_LAUNCHED("attention_backward dq (tensor cores)");
+             attention_dkv_mma_kernel<T><<<grid_kv, MMA_WARPS * 32, smem_kv>>>(
+                 (T *)dk, (T *)dv, (const T *)dout, lse, delta, (const T *)q, (const T *)k, (const T *)v, *s);
+             CUDA_LAUNCHED("attention_backward dkv (tensor cores)"));
     return 0;
 }

@@ -1,6 +1,8 @@
 /* Shared pieces of the CUDA backend: error checking that turns a CUDA/cuBLAS failure
- * into a sushi_error (never an abort), bf16 load/store helpers, launch sizes, the
- * device-side bad-input flag and a grow-only scratch workspace. C++ (nvcc) only. */
+ * into a sushi_error (never an abort), the activation-type dispatch (bf16 or f16), their
+ * load/store helpers (round to nearest, or stochastic from a counter-based hash), launch
+ * sizes, the device-side bad-input flag and a grow-only scratch workspace. C++ (nvcc)
+ * only. */
 #ifndef SUSHI_CUDA_COMMON_H
 #define SUSHI_CUDA_COMMON_H
 
@@ -62,6 +64,62 @@ __device__ __forceinline__ float ld(const bf16 *p) { return __bfloat162float(*p)
 __device__ __forceinline__ void st(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ float ld(const f16 *p) { return __half2float(*p); }
 __device__ __forceinline__ void st(f16 *p, float v) { *p = __float2half_rn(v); }
+
+/* v as T, round to nearest even (f16 saturates to ±inf beyond 65504, as IEEE says:
+ * that is what dynamic loss scaling looks for) */
+template <typename T> __device__ __forceinline__ T act_from(float v);
+template <> __device__ __forceinline__ bf16 act_from<bf16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ f16 act_from<f16>(float v) { return __float2half_rn(v); }
+
+/* 32 random bits from (seed, step, i): a counter-based hash (splitmix64's finaliser over
+ * the three words), so a rounding decision depends on nothing but its coordinates */
+__device__ __forceinline__ uint32_t cuda_hash32(uint32_t seed, uint32_t step, uint64_t i) {
+    uint64_t x = i * 0x9E3779B97F4A7C15ull ^ (((uint64_t)seed << 32) | step);
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    x += (uint64_t)seed * 0xD6E8FEB86659FD93ull;
+    x ^= x >> 32;
+    return (uint32_t)x;
+}
+
+/* Stochastic rounding of v to the neighbours a ≤ |v| < b (toward zero, away from zero)
+ * with P(b) = (|v| − a)/(b − a), so E[result] = v; r is 32 random bits.
+ * bf16 keeps the top 16 bits of the f32 pattern: adding a uniform integer below 2^16 to
+ * the pattern carries into bit 16 with exactly that probability, then truncation drops
+ * the low half (sign-magnitude, so negative values round symmetrically). inf/NaN take
+ * the round-to-nearest path. */
+__device__ __forceinline__ void st_sr(bf16 *p, float v, uint32_t r) {
+    uint32_t u = __float_as_uint(v);
+    if ((u & 0x7F800000u) == 0x7F800000u) {
+        *p = __float2bfloat16_rn(v);
+        return;
+    }
+    u = (u + (r >> 16)) & 0xFFFF0000u;
+    *p = __float2bfloat16_rz(__uint_as_float(u));  /* exact: the low half is zero */
+}
+
+/* f16: the number of dropped f32 mantissa bits varies (13 for normal f16 values, more in
+ * f16's subnormal range, where the spacing is a fixed 2⁻²⁴), so instead of the bit trick
+ * the noise is scaled to the f16 spacing at the value: a = v rounded toward zero, ulp =
+ * the gap from a to the next f16 away from zero, frac = (|v| − |a|)/ulp (exact in f32),
+ * round away when a uniform u = k·2⁻²⁴ (24 bits of r) is below frac. Beyond 65504 the
+ * next value is 65536, which the conversion turns into inf, as round-to-nearest would. */
+__device__ __forceinline__ void st_sr(f16 *p, float v, uint32_t r) {
+    if (!isfinite(v)) {
+        *p = __float2half_rn(v);
+        return;
+    }
+    float av = fabsf(v), a = __half2float(__float2half_rz(av));
+    int e;
+    (void)frexpf(a, &e);                               /* a = m·2^e, m ∈ [0.5, 1) */
+    float ulp = a < 6.103515625e-05f ? 5.9604644775390625e-08f : ldexpf(1.0f, e - 11);
+    float frac = (av - a) / ulp, un = (float)(r >> 8) * 5.9604644775390625e-08f;
+    float out = un < frac ? a + ulp : a;
+    *p = __float2half_rn(v < 0.0f ? -out : out);       /* exact, or inf past 65504 */
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -1,4 +1,4 @@
-/* Per-token layer kernels on bf16 activations with f32 arithmetic: embedding,
+/* Per-token layer kernels on bf16 or f16 activations with f32 arithmetic: embedding,
  * RMSNorm, rotary embedding and SwiGLU, forward and backward. Out-of-range ids or
  * positions are skipped and raise the backend's bad-input flag (reported by sync()). */
 #include "kernels/cuda/cuda_common.h"
@@ -6,7 +6,8 @@
 /* ---- embedding ---- */
 
 /* out [N,C] = table[ids[n], :]; one block per row */
-__global__ void embedding_forward_kernel(bf16 *out, const int32_t *ids, const bf16 *table,
+template <typename T>
+__global__ void embedding_forward_kernel(T *out, const int32_t *ids, const T *table,
                                          int N, int C, int V, int *bad) {
     int n = blockIdx.x;
     int id = ids[n];
@@ -19,8 +20,9 @@ __global__ void embedding_forward_kernel(bf16 *out, const int32_t *ids, const bf
         out[(size_t)n * C + c] = table[(size_t)id * C + c];
 }
 
-/* dtable[ids[n], :] += dout[n, :] with bf16 atomics */
-__global__ void embedding_backward_kernel(bf16 *dtable, const int32_t *ids, const bf16 *dout,
+/* dtable[ids[n], :] += dout[n, :] with bf16/f16 atomics (f16 sm_70+, bf16 sm_80+) */
+template <typename T>
+__global__ void embedding_backward_kernel(T *dtable, const int32_t *ids, const T *dout,
                                           int N, int C, int V, int *bad) {
     int n = blockIdx.x;
     int id = ids[n];
@@ -38,8 +40,8 @@ int cuda_embedding_forward(void *out, const int32_t *ids, const void *table, int
     CUDA_REQUIRE(out && ids && table, "cuda: embedding_forward: NULL pointer");
     CUDA_REQUIRE(N >= 0 && C > 0, "cuda: embedding_forward: bad shape N=%d C=%d", N, C);
     if (N == 0) return 0;
-    embedding_forward_kernel<<<N, 128>>>((bf16 *)out, ids, (const bf16 *)table, N, C,
-                                         INT32_MAX / C, cuda_bad_input_flag());
+    CUDA_ACT(T, embedding_forward_kernel<T><<<N, 128>>>((T *)out, ids, (const T *)table, N, C, INT32_MAX / C,
+                                                        cuda_bad_input_flag()));
     CUDA_LAUNCHED("embedding_forward");
     return 0;
 }
@@ -48,8 +50,8 @@ int cuda_embedding_backward(void *dtable, const int32_t *ids, const void *dout, 
     CUDA_REQUIRE(dtable && ids && dout, "cuda: embedding_backward: NULL pointer");
     CUDA_REQUIRE(N >= 0 && C > 0, "cuda: embedding_backward: bad shape N=%d C=%d", N, C);
     if (N == 0) return 0;
-    embedding_backward_kernel<<<N, 128>>>((bf16 *)dtable, ids, (const bf16 *)dout, N, C,
-                                          INT32_MAX / C, cuda_bad_input_flag());
+    CUDA_ACT(T, embedding_backward_kernel<T><<<N, 128>>>((T *)dtable, ids, (const T *)dout, N, C, INT32_MAX / C,
+                                                         cuda_bad_input_flag()));
     CUDA_LAUNCHED("embedding_backward");
     return 0;
 }
@@ -57,11 +59,12 @@ int cuda_embedding_backward(void *dtable, const int32_t *ids, const void *dout, 
 /* ---- RMSNorm ---- */
 
 /* one warp per row: rstd = 1/sqrt(mean(x²) + eps), out = x·rstd·w */
-__global__ void rmsnorm_forward_kernel(bf16 *out, float *rstd, const bf16 *x, const bf16 *w,
+template <typename T>
+__global__ void rmsnorm_forward_kernel(T *out, float *rstd, const T *x, const T *w,
                                        int N, int C, float eps) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
-    const bf16 *xr = x + (size_t)row * C;
+    const T *xr = x + (size_t)row * C;
     float ss = 0.0f;
     for (int c = lane; c < C; c += 32) {
         float v = ld(xr + c);
@@ -73,14 +76,15 @@ __global__ void rmsnorm_forward_kernel(bf16 *out, float *rstd, const bf16 *x, co
 }
 
 /* dx = rstd·(dout⊙w) − x·rstd³/C · Σ(dout⊙w⊙x); dw partial sums (f32) into dw_acc */
-__global__ void rmsnorm_backward_kernel(bf16 *dx, float *dw_acc, const bf16 *dout, const bf16 *x,
-                                        const bf16 *w, const float *rstd, int N, int C) {
+template <typename T>
+__global__ void rmsnorm_backward_kernel(T *dx, float *dw_acc, const T *dout, const T *x,
+                                        const T *w, const float *rstd, int N, int C) {
     extern __shared__ float dw_sh[]; /* [C] */
     for (int c = threadIdx.x; c < C; c += blockDim.x) dw_sh[c] = 0.0f;
     __syncthreads();
     int warps = blockDim.x / 32, lane = threadIdx.x % 32;
     for (int row = blockIdx.x * warps + threadIdx.x / 32; row < N; row += gridDim.x * warps) {
-        const bf16 *xr = x + (size_t)row * C, *gr = dout + (size_t)row * C;
+        const T *xr = x + (size_t)row * C, *gr = dout + (size_t)row * C;
         float r = rstd[row], dot = 0.0f;
         for (int c = lane; c < C; c += 32) dot += ld(gr + c) * ld(w + c) * ld(xr + c);
         dot = warp_sum(dot);
@@ -95,7 +99,8 @@ __global__ void rmsnorm_backward_kernel(bf16 *dx, float *dw_acc, const bf16 *dou
     for (int c = threadIdx.x; c < C; c += blockDim.x) atomicAdd(&dw_acc[c], dw_sh[c]);
 }
 
-__global__ void accumulate_f32_into_bf16_kernel(bf16 *dst, const float *src, int n) {
+template <typename T>
+__global__ void accumulate_f32_kernel(T *dst, const float *src, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) st(dst + i, ld(dst + i) + src[i]);
 }
@@ -105,8 +110,8 @@ int cuda_rmsnorm_forward(void *out, float *rstd, const void *x, const void *w, i
     CUDA_REQUIRE(out && rstd && x && w, "cuda: rmsnorm_forward: NULL pointer");
     CUDA_REQUIRE(N >= 0 && C > 0, "cuda: rmsnorm_forward: bad shape N=%d C=%d", N, C);
     if (N == 0) return 0;
-    rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>((bf16 *)out, rstd, (const bf16 *)x,
-                                                 (const bf16 *)w, N, C, eps);
+    CUDA_ACT(T, rmsnorm_forward_kernel<T><<<(N + 7) / 8, 256>>>((T *)out, rstd, (const T *)x, (const T *)w, N, C,
+                                                                eps));
     CUDA_LAUNCHED("rmsnorm_forward");
     return 0;
 }
@@ -121,10 +126,10 @@ int cuda_rmsnorm_backward(void *dx, void *dw, const void *dout, const void *x, c
     if (rc) return rc;
     CUDA_CHECK(cudaMemset(acc, 0, (size_t)C * sizeof(float)), "rmsnorm_backward memset");
     int blocks = (N + 7) / 8 < 264 ? (N + 7) / 8 : 264;
-    rmsnorm_backward_kernel<<<blocks, 256, (size_t)C * sizeof(float)>>>(
-        (bf16 *)dx, (float *)acc, (const bf16 *)dout, (const bf16 *)x, (const bf16 *)w, rstd, N, C);
+    CUDA_ACT(T, rmsnorm_backward_kernel<T><<<blocks, 256, (size_t)C * sizeof(float)>>>(
+                    (T *)dx, (float *)acc, (const T *)dout, (const T *)x, (const T *)w, rstd, N, C));
     CUDA_LAUNCHED("rmsnorm_backward");
-    accumulate_f32_into_bf16_kernel<<<(C + 255) / 256, 256>>>((bf16 *)dw, (const float *)acc, C);
+    CUDA_ACT(T, accumulate_f32_kernel<T><<<(C + 255) / 256, 256>>>((T *)dw, (const float *)acc, C));
     CUDA_LAUNCHED("rmsnorm_backward dw");
     return 0;
 }
@@ -132,7 +137,8 @@ int cuda_rmsnorm_backward(void *dx, void *dw, const void *dout, const void *x, c
 /* ---- RoPE ---- */
 
 /* one thread per (row, head, pair); sign = +1 forward, −1 backward (rotation by −θ) */
-__global__ void rope_kernel(bf16 *x, struct rope_shape s, float sign, int *bad) {
+template <typename T>
+__global__ void rope_kernel(T *x, struct rope_shape s, float sign, int *bad) {
     int half = s.rot_dim / 2;
     size_t total = (size_t)s.N * s.nheads * half;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
@@ -146,7 +152,7 @@ __global__ void rope_kernel(bf16 *x, struct rope_shape s, float sign, int *bad) 
             continue;
         }
         float c = s.cos[(size_t)p * half + i], sn = sign * s.sin[(size_t)p * half + i];
-        bf16 *base = x + (size_t)n * s.row_stride + (size_t)h * s.head_stride + s.offset;
+        T *base = x + (size_t)n * s.row_stride + (size_t)h * s.head_stride + s.offset;
         int i0 = s.interleaved ? 2 * i : i, i1 = s.interleaved ? 2 * i + 1 : i + half;
         float a = ld(base + i0), b = ld(base + i1);
         st(base + i0, a * c - b * sn);
@@ -162,7 +168,7 @@ static int rope_run(void *x, const struct rope_shape *s, float sign, const char 
                  s->nheads, s->rot_dim, s->offset, s->max_pos);
     if (s->N == 0) return 0;
     size_t total = (size_t)s->N * s->nheads * (s->rot_dim / 2);
-    rope_kernel<<<cuda_blocks(total, 256), 256>>>((bf16 *)x, *s, sign, cuda_bad_input_flag());
+    CUDA_ACT(T, rope_kernel<T><<<cuda_blocks(total, 256), 256>>>((T *)x, *s, sign, cuda_bad_input_flag()));
     CUDA_LAUNCHED(what);
     return 0;
 }
@@ -172,7 +178,8 @@ int cuda_rope_backward(void *dx, const struct rope_shape *s) { return rope_run(d
 
 /* ---- SwiGLU ---- */
 
-__global__ void swiglu_forward_kernel(bf16 *out, const bf16 *h, int N, int F) {
+template <typename T>
+__global__ void swiglu_forward_kernel(T *out, const T *h, int N, int F) {
     size_t total = (size_t)N * F;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
@@ -183,7 +190,8 @@ __global__ void swiglu_forward_kernel(bf16 *out, const bf16 *h, int N, int F) {
 }
 
 /* d gate = dout·u·σ(g)(1 + g(1 − σ(g))), d up = dout·silu(g) */
-__global__ void swiglu_backward_kernel(bf16 *dh, const bf16 *dout, const bf16 *h, int N, int F) {
+template <typename T>
+__global__ void swiglu_backward_kernel(T *dh, const T *dout, const T *h, int N, int F) {
     size_t total = (size_t)N * F;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
@@ -199,7 +207,7 @@ int cuda_swiglu_forward(void *out, const void *h, int N, int F) {
     CUDA_REQUIRE(out && h, "cuda: swiglu_forward: NULL pointer");
     CUDA_REQUIRE(N >= 0 && F > 0, "cuda: swiglu_forward: bad shape N=%d F=%d", N, F);
     if (N == 0) return 0;
-    swiglu_forward_kernel<<<cuda_blocks((size_t)N * F, 256), 256>>>((bf16 *)out, (const bf16 *)h, N, F);
+    CUDA_ACT(T, swiglu_forward_kernel<T><<<cuda_blocks((size_t)N * F, 256), 256>>>((T *)out, (const T *)h, N, F));
     CUDA_LAUNCHED("swiglu_forward");
     return 0;
 }
@@ -208,8 +216,8 @@ int cuda_swiglu_backward(void *dh, const void *dout, const void *h, int N, int F
     CUDA_REQUIRE(dh && dout && h, "cuda: swiglu_backward: NULL pointer");
     CUDA_REQUIRE(N >= 0 && F > 0, "cuda: swiglu_backward: bad shape N=%d F=%d", N, F);
     if (N == 0) return 0;
-    swiglu_backward_kernel<<<cuda_blocks((size_t)N * F, 256), 256>>>((bf16 *)dh, (const bf16 *)dout,
-                                                                      (const bf16 *)h, N, F);
+    CUDA_ACT(T, swiglu_backward_kernel<T><<<cuda_blocks((size_t)N * F, 256), 256>>>((T *)dh, (const T *)dout,
+                                                                                    (const T *)h, N, F));
     CUDA_LAUNCHED("swiglu_backward");
     return 0;
 }

@@ -1,4 +1,4 @@
-/* Fused distillation loss (SPEC §2) over bf16 logits [N, vocab_padded]: one block per
+/* Fused distillation loss (SPEC §2) over bf16 or f16 logits [N, vocab_padded]: one block per
  * row streams the vocabulary twice and never stores a softmax.
  *   pass 1: online log-sum-exp of s (CE) and of s/T over the ids outside the teacher's
  *           top-K (the student's tail bucket, taken directly, not as 1 − Σ), and Σ s;
@@ -74,16 +74,17 @@ __device__ float kd_bucket_term(int mode, float beta, float lq, float lp) {
     return (p > 0.0f ? beta * p * (lp - lm) : 0.0f) + (q > 0.0f ? (1.0f - beta) * q * (lq - lm) : 0.0f);
 }
 
-__global__ void loss_kernel(float *loss, float *ce_out, float *kd_out, bf16 *dlogits,
-                            const bf16 *logits, const int32_t *targets, struct loss_args a, int *bad) {
+template <typename T>
+__global__ void loss_kernel(float *loss, float *ce_out, float *kd_out, T *dlogits,
+                            const T *logits, const int32_t *targets, struct loss_args a, int *bad) {
     extern __shared__ uint32_t topk_bits[];       /* [ceil(vocab/32)] */
     __shared__ lse_acc sh_lse[LOSS_THREADS / 32];
     __shared__ float sh_sum[LOSS_THREADS / 32];
     __shared__ float g[LOSS_MAX_K + 1], gbar_sh, lse1_sh, lseT_sh;
     __shared__ int row_ok;
     const int n = blockIdx.x, V = a.vocab, K = a.k;
-    const bf16 *s = logits + (size_t)n * a.vocab_padded;
-    bf16 *d = dlogits + (size_t)n * a.vocab_padded;
+    const T *s = logits + (size_t)n * a.vocab_padded;
+    T *d = dlogits + (size_t)n * a.vocab_padded;
     const int y = targets[n];
     const int32_t *ids = K ? a.topk_ids + (size_t)n * K : NULL;
     const float invT = 1.0f / a.temperature, T2 = a.temperature * a.temperature;
@@ -180,6 +181,18 @@ __global__ void loss_kernel(float *loss, float *ce_out, float *kd_out, bf16 *dlo
     }
 }
 
+/* the dynamic shared memory (top-K bitmap) above 48 KB needs the kernel's opt-in */
+template <typename T>
+static int loss_launch(float *loss, float *ce, float *kd, T *dlogits, const T *logits, const int32_t *targets,
+                       const struct loss_args *a, size_t bits) {
+    if (bits > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(loss_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bits),
+                   "loss: shared memory size");
+    loss_kernel<T><<<a->N, LOSS_THREADS, bits>>>(loss, ce, kd, dlogits, logits, targets, *a, cuda_bad_input_flag());
+    CUDA_LAUNCHED("loss_forward_backward");
+    return 0;
+}
+
 int cuda_loss_forward_backward(float *loss, float *ce, float *kd, void *dlogits,
                                const void *logits, const int32_t *targets,
                                const struct loss_args *a) {
@@ -198,11 +211,7 @@ int cuda_loss_forward_backward(float *loss, float *ce, float *kd, void *dlogits,
     if (a->N == 0) return 0;
     size_t bits = (size_t)((a->vocab + 31) / 32) * sizeof(uint32_t);
     CUDA_REQUIRE(bits <= 160 * 1024, "cuda: loss: vocab %d too large for the top-K bitmap", a->vocab);
-    if (bits > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(loss_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bits),
-                   "loss: shared memory size");
-    loss_kernel<<<a->N, LOSS_THREADS, bits>>>(loss, ce, kd, (bf16 *)dlogits, (const bf16 *)logits,
-                                              targets, *a, cuda_bad_input_flag());
-    CUDA_LAUNCHED("loss_forward_backward");
-    return 0;
+    int rc = 0;
+    CUDA_ACT(T, rc = loss_launch<T>(loss, ce, kd, (T *)dlogits, (const T *)logits, targets, a, bits));
+    return rc;
 }

@@ -1,4 +1,4 @@
-/* Row-major bf16 GEMM through cuBLASLt with f32 accumulation:
+/* Row-major bf16 or f16 GEMM (the act dtype) through cuBLASLt with f32 accumulation:
  * C[m,n] = alpha·op(A)·op(B) + beta·C. cuBLASLt is column-major, so we compute
  * Cᵀ[n,m] = op(B)ᵀ·op(A)ᵀ: a row-major buffer read as column-major is its transpose,
  * hence B goes first and each operand keeps its own transpose flag. */
@@ -46,13 +46,14 @@ int cuda_matmul(void *c, const void *a, const void *b, int m, int n, int k, int 
     /* column-major problem: M' = n, N' = m, K' = k; first operand is B, second is A */
     cublasOperation_t opa = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t opb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cudaDataType_t dt = cuda_act_dtype() == DT_F16 ? CUDA_R_16F : CUDA_R_16BF;
     LT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
     LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "transa");
     LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "transb");
     /* column-major shapes of the stored buffers: rows = row-major columns */
-    LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, b_cols, trans_b ? n : k, ldb), "layout B");
-    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, a_cols, trans_a ? k : m, lda), "layout A");
-    LT_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, n, m, ldc), "layout C");
+    LT_CHECK(cublasLtMatrixLayoutCreate(&la, dt, b_cols, trans_b ? n : k, ldb), "layout B");
+    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, dt, a_cols, trans_a ? k : m, lda), "layout A");
+    LT_CHECK(cublasLtMatrixLayoutCreate(&lc, dt, n, m, ldc), "layout C");
     LT_CHECK(cublasLtMatmulPreferenceCreate(&pref), "preference");
     LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &wsz, sizeof wsz), "workspace size");

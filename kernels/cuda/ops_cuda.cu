@@ -1,6 +1,11 @@
 /* The CUDA op table: device discovery (NULL with a message when no GPU or driver is
- * usable), memory ops, f32 <-> bf16 conversions, elementwise ops and the table that
- * gathers the kernels of the other files in kernels/cuda/. Act dtype is bf16. */
+ * usable), the choice of the activation dtype, memory ops, f32 <-> act conversions,
+ * elementwise ops and the table that gathers the kernels of the other files in
+ * kernels/cuda/. The act dtype is bf16 on compute capability ≥ 8.0 and f16 below (where
+ * training needs dynamic loss scaling); SUSHI_CUDA_DTYPE=bf16|f16 overrides the choice. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "kernels/cuda/cuda_common.h"
 
 static int *bad_input;
@@ -110,26 +115,30 @@ static int cu_sync(void) {
 
 /* ---- elementwise ---- */
 
-__global__ void fill_kernel(bf16 *x, float v, size_t n) {
+template <typename T>
+__global__ void fill_kernel(T *x, float v, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         st(x + i, v);
 }
 
-__global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, size_t n) {
+template <typename T>
+__global__ void f32_to_act_kernel(T *dst, const float *src, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         st(dst + i, src[i]);
 }
 
-__global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, size_t n) {
+template <typename T>
+__global__ void act_to_f32_kernel(float *dst, const T *src, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         dst[i] = ld(src + i);
 }
 
 /* out = a·x + b·y (y may be NULL) */
-__global__ void axpby_kernel(bf16 *out, float a, const bf16 *x, float b, const bf16 *y, size_t n) {
+template <typename T>
+__global__ void axpby_kernel(T *out, float a, const T *x, float b, const T *y, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         st(out + i, a * ld(x + i) + (y ? b * ld(y + i) : 0.0f));
@@ -138,7 +147,7 @@ __global__ void axpby_kernel(bf16 *out, float a, const bf16 *x, float b, const b
 static int cu_fill(void *x, float value, size_t n) {
     if (n == 0) return 0;
     CUDA_REQUIRE(x, "cuda: fill: NULL pointer");
-    fill_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)x, value, n);
+    CUDA_ACT(T, fill_kernel<T><<<cuda_blocks(n, 256), 256>>>((T *)x, value, n));
     CUDA_LAUNCHED("fill");
     return 0;
 }
@@ -163,7 +172,7 @@ static int cu_f32_to_act(void *dst, const float *src, size_t n) {
         CUDA_CHECK(cudaMemcpy(tmp, src, n * sizeof(float), cudaMemcpyHostToDevice), "f32_to_act upload");
         dsrc = (const float *)tmp;
     }
-    f32_to_bf16_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)dst, dsrc, n);
+    CUDA_ACT(T, f32_to_act_kernel<T><<<cuda_blocks(n, 256), 256>>>((T *)dst, dsrc, n));
     CUDA_LAUNCHED("f32_to_act");
     return 0;
 }
@@ -172,14 +181,14 @@ static int cu_act_to_f32(float *dst, const void *src, size_t n) {
     if (n == 0) return 0;
     CUDA_REQUIRE(dst && src, "cuda: act_to_f32: NULL pointer");
     if (!is_host_pointer(dst)) {
-        bf16_to_f32_kernel<<<cuda_blocks(n, 256), 256>>>(dst, (const bf16 *)src, n);
+        CUDA_ACT(T, act_to_f32_kernel<T><<<cuda_blocks(n, 256), 256>>>(dst, (const T *)src, n));
         CUDA_LAUNCHED("act_to_f32");
         return 0;
     }
     void *tmp;
     int rc = cuda_workspace(&tmp, n * sizeof(float), 3);
     if (rc) return rc;
-    bf16_to_f32_kernel<<<cuda_blocks(n, 256), 256>>>((float *)tmp, (const bf16 *)src, n);
+    CUDA_ACT(T, act_to_f32_kernel<T><<<cuda_blocks(n, 256), 256>>>((float *)tmp, (const T *)src, n));
     CUDA_LAUNCHED("act_to_f32");
     CUDA_CHECK(cudaMemcpy(dst, tmp, n * sizeof(float), cudaMemcpyDeviceToHost), "act_to_f32 download");
     return 0;
@@ -188,8 +197,8 @@ static int cu_act_to_f32(float *dst, const void *src, size_t n) {
 static int cu_add(void *out, const void *a, const void *b, size_t n) {
     if (n == 0) return 0;
     CUDA_REQUIRE(out && a && b, "cuda: add: NULL pointer");
-    axpby_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)out, 1.0f, (const bf16 *)a, 1.0f,
-                                               (const bf16 *)b, n);
+    CUDA_ACT(T, axpby_kernel<T><<<cuda_blocks(n, 256), 256>>>((T *)out, 1.0f, (const T *)a, 1.0f,
+                                                              (const T *)b, n));
     CUDA_LAUNCHED("add");
     return 0;
 }
@@ -197,8 +206,8 @@ static int cu_add(void *out, const void *a, const void *b, size_t n) {
 static int cu_axpy(void *y, float alpha, const void *x, size_t n) {
     if (n == 0) return 0;
     CUDA_REQUIRE(y && x, "cuda: axpy: NULL pointer");
-    axpby_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)y, alpha, (const bf16 *)x, 1.0f,
-                                               (const bf16 *)y, n);
+    CUDA_ACT(T, axpby_kernel<T><<<cuda_blocks(n, 256), 256>>>((T *)y, alpha, (const T *)x, 1.0f,
+                                                              (const T *)y, n));
     CUDA_LAUNCHED("axpy");
     return 0;
 }
@@ -206,8 +215,49 @@ static int cu_axpy(void *y, float alpha, const void *x, size_t n) {
 static int cu_scale(void *x, float alpha, size_t n) {
     if (n == 0) return 0;
     CUDA_REQUIRE(x, "cuda: scale: NULL pointer");
-    axpby_kernel<<<cuda_blocks(n, 256), 256>>>((bf16 *)x, alpha, (const bf16 *)x, 0.0f, NULL, n);
+    CUDA_ACT(T, axpby_kernel<T><<<cuda_blocks(n, 256), 256>>>((T *)x, alpha, (const T *)x, 0.0f,
+                                                              (const T *)NULL, n));
     CUDA_LAUNCHED("scale");
+    return 0;
+}
+
+/* ---- the activation dtype ---- */
+
+/* bf16 where the GPU has bf16 arithmetic (compute capability ≥ 8.0), else f16;
+ * SUSHI_CUDA_DTYPE=bf16|f16 overrides. 0, or −1 with `reason` filled. */
+static int choose_act_dtype(char *reason, size_t size) {
+    int dev = 0;
+    cudaDeviceProp prop;
+    cudaError_t err = cudaGetDevice(&dev);
+    if (err == cudaSuccess) err = cudaGetDeviceProperties(&prop, dev);
+    if (err != cudaSuccess) {
+        snprintf(reason, size, "CUDA backend: cannot read the device properties: %s", cudaGetErrorString(err));
+        (void)cudaGetLastError();
+        return -1;
+    }
+    int has_bf16 = prop.major >= 8;
+    enum dtype dt = has_bf16 ? DT_BF16 : DT_F16;
+    const char *env = getenv("SUSHI_CUDA_DTYPE");
+    if (env && *env) {
+        if (!strcmp(env, "bf16")) {
+            if (!has_bf16) {
+                snprintf(reason, size, "CUDA backend: SUSHI_CUDA_DTYPE=bf16 but %.64s (compute capability %d.%d) "
+                         "has no bf16 arithmetic (needs 8.0); use f16 or unset it", prop.name, prop.major,
+                         prop.minor);
+                return -1;
+            }
+            dt = DT_BF16;
+        } else if (!strcmp(env, "f16")) {
+            dt = DT_F16;
+        } else {
+            snprintf(reason, size, "CUDA backend: SUSHI_CUDA_DTYPE='%.40s' is neither bf16 nor f16", env);
+            return -1;
+        }
+    }
+    act_dtype = dt;
+    log_info("cuda: %s, compute capability %d.%d, activations in %s%s%s", prop.name, prop.major, prop.minor,
+             dt == DT_BF16 ? "bf16" : "f16", env && *env ? " (SUSHI_CUDA_DTYPE)" : "",
+             dt == DT_F16 ? ": training needs dynamic loss scaling" : "");
     return 0;
 }
 
@@ -230,13 +280,15 @@ extern "C" const struct ops *ops_cuda(void) {
             snprintf(reason, sizeof reason, "CUDA backend: cannot create a context: %s",
                      cudaGetErrorString(cudaGetLastError()));
             state = -1;
+        } else if (choose_act_dtype(reason, sizeof reason) < 0) {
+            state = -1;
         } else if (!(bad_input = (int *)cu_alloc(sizeof(int)))) {
             snprintf(reason, sizeof reason, "CUDA backend: %s", sushi_last_error());
             state = -1;
         } else {
             struct ops *t = &cuda_table;
             t->name = "cuda";
-            t->act_dtype = DT_BF16;
+            t->act_dtype = act_dtype;
             t->alloc = cu_alloc;
             t->free = cu_free;
             t->to_device = cu_to_device;

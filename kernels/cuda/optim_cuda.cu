@@ -1,9 +1,12 @@
-/* Optimizer kernels: AdamW on f32 master weights and moments (writing the bf16 copy
- * used in compute) and the sum of squares used for global-norm clipping. */
+/* Optimizer kernels: AdamW on f32 master weights and moments (writing the bf16 or f16
+ * copy used in compute, rounded to nearest or stochastically) and the sum of squares used
+ * for global-norm clipping (and, on f16, for spotting the inf/NaN of an overflowed step). */
 #include "kernels/cuda/cuda_common.h"
 
-/* g = grad·grad_scale; m,v moments; master −= lr·(m̂/(√v̂ + eps) + wd·master) */
-__global__ void adamw_kernel(float *master, bf16 *param, const bf16 *grad, float *m, float *v,
+/* g = grad·grad_scale; m,v moments; master −= lr·(m̂/(√v̂ + eps) + wd·master); the act
+ * copy rounds the new master to nearest, or stochastically with bits from (seed, step, i) */
+template <typename T>
+__global__ void adamw_kernel(float *master, T *param, const T *grad, float *m, float *v,
                              struct adamw_args a, float bc1, float bc2) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < a.n;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -15,7 +18,11 @@ __global__ void adamw_kernel(float *master, bf16 *param, const bf16 *grad, float
         float w = master[i];
         w -= a.lr * ((mi / bc1) / (sqrtf(vi / bc2) + a.eps) + a.weight_decay * w);
         master[i] = w;
-        if (param) st(param + i, w);
+        if (!param) continue;
+        if (a.stochastic_rounding)
+            st_sr(param + i, w, cuda_hash32(a.seed, (uint32_t)a.step, i));
+        else
+            st(param + i, w);
     }
 }
 
@@ -26,16 +33,17 @@ int cuda_adamw(float *master, void *param, const void *grad, float *m, float *v,
     CUDA_REQUIRE(a->beta1 >= 0 && a->beta1 < 1 && a->beta2 >= 0 && a->beta2 < 1,
                  "cuda: adamw: betas (%g, %g) outside [0, 1)", a->beta1, a->beta2);
     if (a->n == 0) return 0;
-    CUDA_REQUIRE((void *)param != (void *)master, "cuda: adamw: param must be a separate bf16 buffer");
+    CUDA_REQUIRE((void *)param != (void *)master, "cuda: adamw: param must be a separate act-dtype buffer");
     float bc1 = 1.0f - powf(a->beta1, (float)a->step), bc2 = 1.0f - powf(a->beta2, (float)a->step);
-    adamw_kernel<<<cuda_blocks(a->n, 256), 256>>>(master, (bf16 *)param, (const bf16 *)grad, m, v,
-                                                  *a, bc1, bc2);
+    CUDA_ACT(T, adamw_kernel<T><<<cuda_blocks(a->n, 256), 256>>>(master, (T *)param, (const T *)grad, m, v, *a,
+                                                                 bc1, bc2));
     CUDA_LAUNCHED("adamw");
     return 0;
 }
 
 /* block partial sums in f32, combined in f64 */
-__global__ void sumsq_kernel(double *out, const bf16 *x, size_t n) {
+template <typename T>
+__global__ void sumsq_kernel(double *out, const T *x, size_t n) {
     __shared__ float part[32];
     float s = 0.0f;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -62,7 +70,7 @@ int cuda_sumsq(float *out, const void *x, size_t n) {
     if (n) {
         unsigned blocks = cuda_blocks(n, 256);
         if (blocks > 1024) blocks = 1024;
-        sumsq_kernel<<<blocks, 256>>>((double *)acc, (const bf16 *)x, n);
+        CUDA_ACT(T, sumsq_kernel<T><<<blocks, 256>>>((double *)acc, (const T *)x, n));
         CUDA_LAUNCHED("sumsq");
     }
     double r = 0.0;
