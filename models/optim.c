@@ -12,6 +12,8 @@ int optim_config_validate(struct optim_config *c) {
     if (c->beta2 == 0) c->beta2 = 0.95f;
     if (c->eps == 0) c->eps = 1e-8f;
     if (c->accum_steps == 0) c->accum_steps = 1;
+    if (c->scale_growth_interval == 0) c->scale_growth_interval = 2000;
+    if (c->scale_min == 0) c->scale_min = 1.0f;
     if (!(c->lr > 0)) return sushi_error(SUSHI_EINVAL, "optim config: lr must be > 0 (got %g)", c->lr);
     if (c->min_lr < 0 || c->min_lr > c->lr)
         return sushi_error(SUSHI_EINVAL, "optim config: min_lr %g must be in [0, lr %g]", c->min_lr, c->lr);
@@ -25,6 +27,16 @@ int optim_config_validate(struct optim_config *c) {
     if (c->weight_decay < 0) return sushi_error(SUSHI_EINVAL, "optim config: weight_decay must be ≥ 0");
     if (c->clip_norm < 0) return sushi_error(SUSHI_EINVAL, "optim config: clip_norm must be ≥ 0");
     if (c->accum_steps < 0) return sushi_error(SUSHI_EINVAL, "optim config: accum_steps must be > 0");
+    if (!(c->loss_scale >= 0) || !isfinite(c->loss_scale))
+        return sushi_error(SUSHI_EINVAL, "optim config: loss_scale %g must be finite and ≥ 0 (0 = off)", c->loss_scale);
+    if (c->scale_growth_interval < 0)
+        return sushi_error(SUSHI_EINVAL, "optim config: scale_growth_interval must be > 0 (got %d)", c->scale_growth_interval);
+    if (!(c->scale_min > 0) || !isfinite(c->scale_min))
+        return sushi_error(SUSHI_EINVAL, "optim config: scale_min %g must be finite and > 0", c->scale_min);
+    if (c->loss_scale > 0 && c->loss_scale < c->scale_min)
+        return sushi_error(SUSHI_EINVAL, "optim config: loss_scale %g is below scale_min %g", c->loss_scale, c->scale_min);
+    if (c->stochastic_rounding != 0 && c->stochastic_rounding != 1)
+        return sushi_error(SUSHI_EINVAL, "optim config: stochastic_rounding must be 0 or 1 (got %d)", c->stochastic_rounding);
     return 0;
 }
 
@@ -52,6 +64,7 @@ int optim_create(struct optim *o, const struct optim_config *c, const struct ops
     int rc = optim_config_validate(&o->cfg);
     if (rc) return rc;
     o->ops = ops;
+    o->scale = o->last_scale = o->cfg.loss_scale > 0 ? o->cfg.loss_scale : 1.0f;
     o->n = n;
     o->n_decay = n_decay;
     o->m = ops->alloc(n * sizeof(float));
@@ -68,6 +81,45 @@ void optim_free(struct optim *o) {
     if (o->m) o->ops->free(o->m);
     if (o->v) o->ops->free(o->v);
     memset(o, 0, sizeof *o);
+}
+
+float optim_loss_scale(const struct optim *o) {
+    return o && o->cfg.loss_scale > 0 && o->scale > 0 ? o->scale : 1.0f;
+}
+
+int optim_set_scale_state(struct optim *o, float scale, int good_steps, int skipped) {
+    if (!o) return sushi_error(SUSHI_EINVAL, "optim_set_scale_state: NULL optimizer");
+    if (!(scale > 0) || !isfinite(scale) || good_steps < 0 || skipped < 0)
+        return sushi_error(SUSHI_EINVAL, "optim_set_scale_state: scale %g must be finite and > 0, counters ≥ 0 "
+                           "(got %d, %d)", scale, good_steps, skipped);
+    if (o->cfg.loss_scale > 0) o->scale = o->last_scale = scale < o->cfg.scale_min ? o->cfg.scale_min : scale;
+    o->good_steps = good_steps;
+    o->skipped = skipped;
+    return 0;
+}
+
+/* After a step's gradient norm: a finite one counts towards doubling the scale (0 is
+ * returned); a non-finite one halves it and skips the step (OPTIM_SKIPPED), or is an
+ * error without dynamic scaling or at scale_min. */
+static int update_scale(struct optim *o, float norm) {
+    int dynamic = o->cfg.loss_scale > 0;
+    o->last_scale = optim_loss_scale(o);
+    if (isfinite(norm)) {
+        if (dynamic && ++o->good_steps >= o->cfg.scale_growth_interval) {
+            if (isfinite(o->scale * 2.0f)) o->scale *= 2.0f;
+            o->good_steps = 0;
+        }
+        return 0;
+    }
+    if (!dynamic) return sushi_error(SUSHI_EINVAL, "optim_step: gradient norm is %f at step %d", norm, o->step + 1);
+    if (o->scale <= o->cfg.scale_min)
+        return sushi_error(SUSHI_EINVAL, "optim_step: gradient norm is %f at step %d with the loss scale at its "
+                           "minimum %g", norm, o->step + 1, o->cfg.scale_min);
+    float half = o->scale * 0.5f;
+    o->scale = half < o->cfg.scale_min ? o->cfg.scale_min : half;
+    o->good_steps = 0;
+    o->skipped++;
+    return OPTIM_SKIPPED;
 }
 
 int optim_freeze(struct optim *o, int buf, size_t off, size_t n) {
@@ -131,18 +183,25 @@ int optim_step_multi(struct optim *o, const struct optim_buf *bufs, int nb) {
             ss += part;
         }
     }
-    float norm = sqrtf((float)ss) * accum;
-    if (!isfinite(norm)) return sushi_error(SUSHI_EINVAL, "optim_step: gradient norm is %f at step %d", norm, o->step + 1);
+    /* 1/S after accum: for S = 2^k both products are exact, the unscaled run's norm */
+    float unscale = 1.0f / optim_loss_scale(o);
+    float norm = sqrtf((float)ss) * accum * unscale;
+    o->last_norm = norm;
+    int rc = update_scale(o, norm);
+    if (rc) {
+        if (rc == OPTIM_SKIPPED) o->last_lr = optim_lr_at(&o->cfg, o->step);
+        return rc;
+    }
     float clip = 1.0f;
     /* torch.nn.utils.clip_grad_norm_: coef = max / (norm + 1e-6), applied when < 1 */
     if (o->cfg.clip_norm > 0) {
         float coef = o->cfg.clip_norm / (norm + 1e-6f);
         if (coef < 1.0f) clip = coef;
     }
-    o->last_norm = norm;
     o->last_lr = optim_lr_at(&o->cfg, o->step);
-    struct adamw_args a = {.lr = o->last_lr, .beta1 = o->cfg.beta1, .beta2 = o->cfg.beta2,
-                           .eps = o->cfg.eps, .step = o->step + 1, .grad_scale = accum * clip};
+    struct adamw_args a = {.lr = o->last_lr, .beta1 = o->cfg.beta1, .beta2 = o->cfg.beta2, .eps = o->cfg.eps,
+                           .step = o->step + 1, .grad_scale = accum * clip * unscale,
+                           .stochastic_rounding = o->cfg.stochastic_rounding, .seed = o->cfg.seed};
     size_t mo = 0;   /* the buffer's first moment */
     for (int b = 0; b < nb; b++) {
         const struct optim_buf *x = &bufs[b];
@@ -156,8 +215,8 @@ int optim_step_multi(struct optim *o, const struct optim_buf *bufs, int nb) {
                 size_t off = seg[s][0];
                 a.n = seg[s][1];
                 void *p = x->param ? (char *)x->param + off * es : NULL;
-                int rc = ops->adamw(x->master + off, p, (const char *)x->grad + off * es, o->m + mo + off,
-                                    o->v + mo + off, &a);
+                rc = ops->adamw(x->master + off, p, (const char *)x->grad + off * es, o->m + mo + off,
+                            o->v + mo + off, &a);
                 if (rc) return rc;
             }
         }

@@ -394,8 +394,10 @@ int ds_train_forward(struct ds_train *t, const int32_t *ids, const int32_t *targ
         .alpha = teacher ? lc->alpha : 0.0f, .mode = lc->mode, .temperature = lc->temperature,
         .jsd_beta = lc->jsd_beta, .k = teacher ? teacher->k : 0, .topk_ids = teacher ? st->topk_ids : NULL,
         .topk_logprobs = teacher ? st->topk_logprobs : NULL, .tail_logprob = teacher ? st->tail : NULL,
-        .grad_scale = st->n_valid ? 1.0f / (float)st->n_valid : 0.0f,
+        .grad_scale = st->n_valid ? (t->loss_scale > 0 ? t->loss_scale : 1.0f) / (float)st->n_valid : 0.0f,
     };
+    if (!rc && !isfinite(la.grad_scale))
+        rc = sushi_error(SUSHI_EINVAL, "ds_train_forward: loss_scale %g is not usable", t->loss_scale);
     if (!rc) rc = o->loss_forward_backward(st->dev_loss, NULL, NULL, st->logits, st->logits, st->targets, &la);
     if (!rc) rc = o->to_host(st->row_loss, st->dev_loss, N * sizeof(float));
     if (rc) return rc;

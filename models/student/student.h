@@ -152,7 +152,9 @@ struct student_model {
     int have_doc_ids;           /* the last forward used doc_ids */
     int n_valid;                /* rows with a target in the last forward */
     int have_dlogits;           /* a forward ran since the last backward */
-    float last_loss;
+    float last_loss;            /* unscaled */
+    float loss_scale;           /* the loss gradient is multiplied by this (dynamic loss
+                                 * scaling, optim_loss_scale); 0 counts as 1 */
 };
 
 /* The teacher's top-K outputs for a batch (host memory), and how to mix the losses. */

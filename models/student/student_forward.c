@@ -226,8 +226,10 @@ int student_forward_prefix(struct student_model *m, const void *prefix, const in
         .topk_ids = teacher ? m->in.topk_ids : NULL,
         .topk_logprobs = teacher ? m->in.topk_logprobs : NULL,
         .tail_logprob = teacher ? m->in.tail_logprob : NULL,
-        .grad_scale = m->n_valid ? 1.0f / (float)m->n_valid : 0.0f,
+        .grad_scale = m->n_valid ? (m->loss_scale > 0 ? m->loss_scale : 1.0f) / (float)m->n_valid : 0.0f,
     };
+    if (!isfinite(la.grad_scale))
+        return sushi_error(SUSHI_EINVAL, "student_forward: loss_scale %g is not usable", m->loss_scale);
     if (teacher && !(la.temperature > 0)) return sushi_error(SUSHI_EINVAL, "student_forward: KD temperature must be > 0");
     /* per-row losses land in backend memory (dtmp is free until backward), then host */
     float *dev_loss = (float *)a->dtmp;

@@ -28,6 +28,7 @@
 #include "models/rng.h"
 #include "models/student/checkpoint.h"
 #include "services/trainer/batch_check.h"
+#include "services/trainer/loss_scale.h"
 #include "services/trainer/pipeline.h"
 #include "services/trainer/records.h"
 #include "services/trainer/reorder.h"
@@ -265,11 +266,14 @@ static int metrics(struct pipe *p, const char *event) {
     json_object_set_new(meta, "step_time_s", json_real(p->step_time_s));
     json_object_set_new(meta, "queue_reorder", json_integer(p->ro.held));
     json_object_set_new(meta, "bad_messages", json_integer((json_int_t)bad_total(p)));
+    trainer_scale_metrics(meta, &p->opt);
     ops_device_metrics(p->m.ops, meta);
     if (event) json_object_set_new(meta, "event", json_string(event));
-    printf("step %5d/%d  loss %.4f  lr %.3e  norm %.3f  %.0f tok/s  step %.3f s  stall %.1f s  reorder %d  bad %llu%s%s\n",
+    printf("step %5d/%d  loss %.4f  lr %.3e  norm %.3f  %.0f tok/s  step %.3f s  stall %.1f s  reorder %d  bad %llu",
            p->opt.step, p->tc->steps, p->last_loss, p->opt.last_lr, p->opt.last_norm, tps, p->step_time_s,
-           p->stall_s, p->ro.held, (unsigned long long)bad_total(p), event ? "  " : "", event ? event : "");
+           p->stall_s, p->ro.held, (unsigned long long)bad_total(p));
+    if (p->opt.cfg.loss_scale > 0) printf("  scale %g  skipped %d", optim_loss_scale(&p->opt), p->opt.skipped);
+    printf("%s%s\n", event ? "  " : "", event ? event : "");
     fflush(stdout);
     p->log_t = t;
     p->tokens_since_log = 0;
@@ -296,11 +300,13 @@ static int checkpoint(struct pipe *p) {
         beat_busy(p, 0);
         return sushi_error(SUSHI_ENOMEM, "trainer: checkpoint state");
     }
-    rc = trainer_model_save(&p->m, &p->opt, p->tc->checkpoint_dir, state);
+    rc = trainer_scale_state_put(state, &p->opt);
+    if (!rc) rc = trainer_model_save(&p->m, &p->opt, p->tc->checkpoint_dir, state);
     beat_busy(p, 0);
     json_decref(state);
     if (rc) return rc;
     p->saved_step = p->opt.step;
+    p->saved_iter = trainer_iterations(&p->opt);
     p->saved_next = p->next;
     log_info("checkpoint %s: step %d, next %llu", p->tc->checkpoint_dir, p->opt.step, (unsigned long long)p->next);
     send_to_loader(p, WIRE_ACK, p->next, NULL);
@@ -310,20 +316,25 @@ static int checkpoint(struct pipe *p) {
     return 0;
 }
 
-/* the optimizer step closing accum_steps micro-batches */
+/* The optimizer step closing accum_steps micro-batches. A step dynamic loss scaling
+ * skips (loss_scale.h) leaves the step number and losses.tsv alone, but its batches stay
+ * applied: the iteration counts for train.steps, metrics and checkpoints (and acks). */
 static int finish_step(struct pipe *p) {
     beat_busy(p, 1);
     int rc = p->m.ops->sync ? p->m.ops->sync() : 0;
     if (!rc) rc = trainer_model_step(&p->m, &p->opt);
     beat_busy(p, 0);
-    if (rc) return rc;
+    int skipped = rc == OPTIM_SKIPPED;
+    if (rc && !skipped) return rc;
+    int iter = trainer_iterations(&p->opt);
     p->last_loss = (float)(p->loss_sum / p->accum);
     p->accum = 0;
     p->loss_sum = 0;
     p->step_time_s = now_s() - p->step_t0;
-    if ((rc = records_loss(&p->rec, p->opt.step, p->last_loss))) return rc;
-    if (p->opt.step % p->tc->log_every == 0 || p->opt.step == p->tc->steps) metrics(p, NULL);
-    if (p->opt.step % p->tc->save_every == 0 || p->opt.step == p->tc->steps) rc = checkpoint(p);
+    if (skipped) trainer_log_skip(&p->opt, iter);
+    else if ((rc = records_loss(&p->rec, p->opt.step, p->last_loss))) return rc;
+    if (iter % p->tc->log_every == 0 || iter == p->tc->steps) metrics(p, NULL);
+    if (iter % p->tc->save_every == 0 || iter == p->tc->steps) rc = checkpoint(p);
     return rc;
 }
 
@@ -336,6 +347,7 @@ static int apply(struct pipe *p, struct wire_msg *m, int tag) {
         p->step_t0 = now_s();
         if ((rc = trainer_model_zero_grad(&p->m))) return rc;
     }
+    trainer_set_loss_scale(&p->m, &p->opt);
     struct student_teacher teacher = {.k = v.k, .topk_ids = v.topk_ids, .topk_logprobs = v.topk_logprobs,
                                       .tail_logprob = v.tail_logprob};
     int kd = !p->tc->direct && p->tc->kd.alpha > 0;
@@ -347,6 +359,7 @@ static int apply(struct pipe *p, struct wire_msg *m, int tag) {
                                       kd ? &teacher : NULL, &p->lc, &loss);
     if (!rc) rc = trainer_model_backward(&p->m);
     beat_busy(p, 0);
+    /* the step the batch counts towards: a skipped step's batches and its retry's share it */
     if (!rc) rc = records_applied(&p->rec, p->opt.step + 1, v.id, v.sample_ids, p->expect.B);
     if (rc) return rc;
     p->loss_sum += loss;
@@ -363,7 +376,8 @@ static int apply(struct pipe *p, struct wire_msg *m, int tag) {
 static int apply_ready(struct pipe *p) {
     struct wire_msg m;
     int tag, rc = 0;
-    while (!rc && p->opt.step < p->tc->steps && !stage_stopping() && reorder_take(&p->ro, p->next, &m, &tag)) {
+    while (!rc && trainer_iterations(&p->opt) < p->tc->steps && !stage_stopping() &&
+           reorder_take(&p->ro, p->next, &m, &tag)) {
         rc = apply(p, &m, tag);
         wire_msg_free(&m);
         if (!rc) rc = heartbeats(p);   /* long steps must not look like a dead trainer */
@@ -376,18 +390,18 @@ int pipeline_loop(struct pipe *p) {
     if (p->saved_step < 0 && p->tc->save_initial) rc = checkpoint(p);   /* a baseline for eval */
     if (!rc) rc = send_hello(p);
     p->log_t = p->t_start = now_s();
-    while (!rc && !stage_stopping() && p->opt.step < p->tc->steps) {
+    while (!rc && !stage_stopping() && trainer_iterations(&p->opt) < p->tc->steps) {
         rc = apply_ready(p);
         if (!rc && p->tc->direct && p->freed > 0) rc = send_loader_heartbeat(p, 1);   /* credits back now */
         if (!rc) rc = heartbeats(p);
-        if (!rc && p->opt.step < p->tc->steps) rc = receive(p, 50);
+        if (!rc && trainer_iterations(&p->opt) < p->tc->steps) rc = receive(p, 50);
     }
     if (rc) return rc;
     if (stage_stopping()) {
         log_info("stopping on signal at step %d (last checkpoint: step %d)", p->opt.step, p->saved_step);
         return 0;
     }
-    if (p->saved_step != p->opt.step) rc = checkpoint(p);
+    if (p->saved_iter != trainer_iterations(&p->opt)) rc = checkpoint(p);
     if (!rc) rc = metrics(p, "end");
     if (!rc) log_info("done: %d steps, next batch %llu, %llu bad messages", p->opt.step,
                       (unsigned long long)p->next, (unsigned long long)bad_total(p));

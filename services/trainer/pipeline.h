@@ -52,6 +52,7 @@ struct pipe {
     double loss_sum;
     float last_loss;
     int saved_step;                /* step of the last durable checkpoint (-1: none) */
+    int saved_iter;                /* its iterations (steps + skipped steps, loss_scale.h) */
     uint64_t saved_next;           /* its next batch id (what the last ack said) */
     uint64_t bad;                  /* protocol violations (well-formed messages) */
     uint64_t dropped;              /* stale, duplicate or out-of-window batches */

@@ -9,6 +9,7 @@
 #include "common/core/fsutil.h"
 #include "common/core/log.h"
 #include "models/student/checkpoint.h"
+#include "services/trainer/loss_scale.h"
 #include "services/trainer/pipeline.h"
 #include "services/trainer/trainer.h"
 
@@ -31,7 +32,9 @@ static int read_state(struct pipe *p, const json_t *state, long long *ab, long l
     p->rng.state = r;
     *ab = json_integer_value(a);
     *lb = json_integer_value(l);
-    return 0;
+    int rc = trainer_scale_state_get(&p->opt, state, dir);
+    p->saved_iter = trainer_iterations(&p->opt);
+    return rc;
 }
 
 /* loads the checkpoint when asked and present; opens the records to match */
@@ -95,7 +98,7 @@ int trainer_pipeline(const struct train_config *tc) {
     struct pipe *p = calloc(1, sizeof *p);
     if (!p) return sushi_error(SUSHI_ENOMEM, "trainer: state");
     p->tc = tc;
-    p->saved_step = -1;
+    p->saved_step = p->saved_iter = -1;
     p->expect = (struct batch_expect){.B = tc->batch_size, .T = tc->seq_len, .scored = !tc->direct,
                                       .temperature = tc->kd.temperature};
     p->lc = (struct student_loss_cfg){.smoothing = tc->smoothing, .alpha = tc->kd.alpha, .mode = tc->kd.mode,
@@ -110,7 +113,9 @@ int trainer_pipeline(const struct train_config *tc) {
     have_model = !rc;
     if (!rc && p->m.has_enc)
         rc = mm_inputs_init(&p->mm, &p->m.student.cfg.enc, tc->batch_size, tc->image_mean, tc->image_std);
-    if (!rc) rc = optim_create(&p->opt, &tc->optim, ops, p->m.n_params, p->m.n_decay);
+    struct optim_config oc;
+    if (!rc) rc = trainer_optim_config(tc, ops, &oc);
+    if (!rc) rc = optim_create(&p->opt, &oc, ops, p->m.n_params, p->m.n_decay);
     have_optim = !rc;
     if (!rc) rc = trainer_model_freeze(&p->m, &p->opt, tc->freeze_layers);
     if (!rc) {
@@ -128,7 +133,8 @@ int trainer_pipeline(const struct train_config *tc) {
     if (!rc) {
         log_info("trainer: %s model, %zu parameters, batch %dx%d x %d accum, %d steps from step %d, %s mode, "
                  "window %d, backend %s%s", trainer_arch_name(tc->arch), p->m.n_params, tc->batch_size, tc->seq_len,
-                 p->opt.cfg.accum_steps, tc->steps, p->opt.step, tc->direct ? "direct" : "KD", tc->window, ops->name,
+                 p->opt.cfg.accum_steps, tc->steps, trainer_iterations(&p->opt), tc->direct ? "direct" : "KD",
+                 tc->window, ops->name,
                  tc->deterministic ? ", deterministic" : "");
         rc = beat_start(p);
         if (!rc) rc = pipeline_loop(p);

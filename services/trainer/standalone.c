@@ -12,6 +12,7 @@
 #include "common/core/log.h"
 #include "models/rng.h"
 #include "models/student/checkpoint.h"
+#include "services/trainer/loss_scale.h"
 #include "services/trainer/trainer.h"
 #include "services/trainer/trainer_model.h"
 
@@ -70,7 +71,8 @@ static int save_checkpoint(const char *dir, struct trainer_model *m, struct opti
     snprintf(rng_hex, sizeof rng_hex, "%016llx", (unsigned long long)data->state);
     json_t *state = json_pack("{s:i, s:s}", "step", o->step, "data_rng", rng_hex);
     if (!state) return sushi_error(SUSHI_ENOMEM, "%s: trainer state", dir);
-    int rc = trainer_model_save(m, o, dir, state);
+    int rc = trainer_scale_state_put(state, o);
+    if (!rc) rc = trainer_model_save(m, o, dir, state);
     json_decref(state);
     if (!rc) log_info("saved %s at step %d", dir, o->step);
     return rc;
@@ -85,6 +87,7 @@ static int load_checkpoint(const char *dir, struct trainer_model *m, struct opti
     if (!rc && (!json_is_integer(step) || !json_is_string(rs) ||
                 sscanf(json_string_value(rs), "%llx", &r) != 1))
         rc = sushi_error(SUSHI_EFORMAT, "%s: %s: needs integer \"step\" and hex \"data_rng\"", dir, CKPT_STATE);
+    if (!rc) rc = trainer_scale_state_get(o, state, dir);
     if (!rc) {
         o->step = (int)json_integer_value(step);
         data->state = r;
@@ -122,7 +125,9 @@ int trainer_standalone(const struct train_config *tc, const struct train_io *io)
         free(ids); free(targets); free(doc); free(text);
         return rc;
     }
-    rc = optim_create(&opt, &tc->optim, ops, m.n_params, m.n_decay);
+    struct optim_config oc;
+    rc = trainer_optim_config(tc, ops, &oc);
+    if (!rc) rc = optim_create(&opt, &oc, ops, m.n_params, m.n_decay);
     struct student_loss_cfg lc = {.smoothing = tc->smoothing};
     struct rng data_rng;
     rng_seed(&data_rng, tc->seed ^ 0x5eedda7aull);
@@ -145,9 +150,11 @@ int trainer_standalone(const struct train_config *tc, const struct train_io *io)
     if (!rc) log_info("held-out loss before training: %.4f", val0);
     double t0 = now_s(), t_log = t0;
     long tokens_since = 0;
-    for (int step = opt.step; step < tc->steps && !rc; step++) {
+    /* step: iterations (train.steps counts skipped ones too, loss_scale.h) */
+    for (int step = trainer_iterations(&opt); step < tc->steps && !rc; step++) {
         float loss_sum = 0;
         rc = trainer_model_zero_grad(&m);
+        trainer_set_loss_scale(&m, &opt);
         for (int a = 0; a < opt.cfg.accum_steps && !rc; a++) {
             float loss;
             corpus_batch(u, 0, split, B, T, &data_rng, ids, targets, doc);
@@ -156,13 +163,21 @@ int trainer_standalone(const struct train_config *tc, const struct train_io *io)
             loss_sum += loss;
         }
         if (!rc) rc = trainer_model_step(&m, &opt);
+        int skipped = rc == OPTIM_SKIPPED;
+        if (skipped) {
+            trainer_log_skip(&opt, step + 1);
+            rc = 0;
+        }
         tokens_since += (long)B * T * opt.cfg.accum_steps;
         if (!rc && (step % tc->log_every == 0 || step == tc->steps - 1)) {
             if (ops->sync) ops->sync();
             double t = now_s();
-            printf("step %5d/%d  loss %.4f  lr %.3e  norm %.3f  %.0f tok/s\n", step + 1, tc->steps,
+            printf("step %5d/%d  loss %.4f  lr %.3e  norm %.3f  %.0f tok/s", step + 1, tc->steps,
                    loss_sum / opt.cfg.accum_steps, opt.last_lr, opt.last_norm,
                    tokens_since / (t - t_log));
+            if (opt.cfg.loss_scale > 0)
+                printf("  scale %g  skipped %d%s", optim_loss_scale(&opt), opt.skipped, skipped ? "  (skipped)" : "");
+            printf("\n");
             fflush(stdout);
             t_log = t;
             tokens_since = 0;

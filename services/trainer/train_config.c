@@ -1,6 +1,7 @@
 /* Reading the training YAML (see train_config.h). */
 #include "services/trainer/train_config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -77,6 +78,41 @@ static int get_channels(json_t *root, const char *path, const char *key, float d
     } else {
         return sushi_error(SUSHI_EINVAL, "%s: %s: a number or a list of 3 numbers", path, key);
     }
+    return 0;
+}
+
+/* train.loss_scale (auto | off | dynamic | a number > 0), its growth interval and
+ * train.stochastic_rounding, into t and t->optim (seeded by the run seed) */
+static int load_scaling(json_t *root, const char *path, struct train_config *t) {
+    t->loss_scale = TRAIN_SCALE_AUTO;
+    t->loss_scale_init = TRAIN_SCALE_INITIAL;
+    json_t *x = json_object_get(json_object_get(root, "train"), "loss_scale");
+    if (json_is_string(x)) {
+        const char *s = json_string_value(x);
+        if (!strcmp(s, "auto")) t->loss_scale = TRAIN_SCALE_AUTO;
+        else if (!strcmp(s, "off")) t->loss_scale = TRAIN_SCALE_OFF;
+        else if (!strcmp(s, "dynamic")) t->loss_scale = TRAIN_SCALE_DYNAMIC;
+        else return sushi_error(SUSHI_EINVAL, "%s: train.loss_scale: \"%s\" (auto, off, dynamic or a number > 0)",
+                                path, s);
+    } else if (json_is_number(x)) {
+        double v = json_number_value(x);
+        if (!(v > 0) || !isfinite((float)v))
+            return sushi_error(SUSHI_EINVAL, "%s: train.loss_scale: %g must be > 0 and finite in f32 (or auto, off, "
+                               "dynamic)", path, v);
+        t->loss_scale = TRAIN_SCALE_DYNAMIC;
+        t->loss_scale_init = (float)v;
+    } else if (json_is_boolean(x)) {
+        t->loss_scale = json_is_true(x) ? TRAIN_SCALE_DYNAMIC : TRAIN_SCALE_OFF;
+    } else if (x && !json_is_null(x)) {
+        return sushi_error(SUSHI_EINVAL, "%s: train.loss_scale: auto, off, dynamic or a number > 0", path);
+    }
+    int interval = 2000;
+    int rc = config_get_int(root, path, "train.loss_scale_growth_interval", 0, &interval);
+    if (!rc) rc = config_get_bool(root, path, "train.stochastic_rounding", 0, &t->optim.stochastic_rounding);
+    if (rc) return rc;
+    if (interval <= 0)
+        return sushi_error(SUSHI_EINVAL, "%s: train.loss_scale_growth_interval must be > 0 (got %d)", path, interval);
+    t->optim.scale_growth_interval = interval;
     return 0;
 }
 
@@ -190,6 +226,7 @@ int train_config_load(const char *path, const char *const *overrides, int n_over
     if (!rc) rc = config_get_string(root, path, "train.backend", 0, &backend);
     if (!rc) rc = get_schedule(root, path, &o->schedule);
     if (!rc) rc = load_stage(root, path, t);
+    if (!rc) rc = load_scaling(root, path, t);
     if (!rc) {
         snprintf(t->corpus, sizeof t->corpus, "%s", corpus);
         snprintf(t->backend, sizeof t->backend, "%s", backend);
@@ -198,6 +235,7 @@ int train_config_load(const char *path, const char *const *overrides, int n_over
     json_decref(root);
     if (rc) return rc;
     t->seed = (uint64_t)seed;
+    o->seed = (uint32_t)(t->seed ^ (t->seed >> 32));
     int max_seq = t->arch == TRAIN_ARCH_LLAMA ? t->model.max_seq : t->ds.max_pos;
     if (t->batch_size <= 0) return sushi_error(SUSHI_EINVAL, "%s: train.batch_size must be > 0", path);
     if (t->seq_len <= 1 || (max_seq > 0 && t->seq_len > max_seq))

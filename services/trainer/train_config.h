@@ -21,11 +21,19 @@ struct train_kd {
     float jsd_beta;
 };
 
+/* train.loss_scale: auto (dynamic from 65536 when the backend computes in f16, else off),
+ * off, dynamic (from 65536 on any backend) or a number (dynamic from that scale) */
+enum train_loss_scale { TRAIN_SCALE_AUTO = 0, TRAIN_SCALE_OFF = 1, TRAIN_SCALE_DYNAMIC = 2 };
+#define TRAIN_SCALE_INITIAL 65536.0f
+
 struct train_config {
     enum train_arch arch;
     struct student_config model;  /* arch llama */
     struct ds_config ds;          /* arch deepseek */
-    struct optim_config optim;
+    struct optim_config optim;   /* loss_scale resolved against the backend by
+                                  * trainer_optim_config (loss_scale.h) */
+    enum train_loss_scale loss_scale;
+    float loss_scale_init;   /* initial dynamic scale (65536 unless a number was given) */
     int batch_size;          /* sequences per micro-batch (B) */
     int seq_len;             /* T (≤ model.max_seq) */
     int steps;               /* optimizer steps */

@@ -56,7 +56,8 @@ int trainer_model_forward_mm(struct trainer_model *m, const struct encoder_input
                              const int32_t *targets, const int32_t *doc_ids, const struct student_teacher *teacher,
                              const struct student_loss_cfg *lc, float *loss);
 int trainer_model_backward(struct trainer_model *m);
-/* One optimizer step over every parameter buffer (o sized for m->n_params). */
+/* One optimizer step over every parameter buffer (o sized for m->n_params): 0,
+ * OPTIM_SKIPPED (dynamic loss scaling skipped it) or an error. */
 int trainer_model_step(struct trainer_model *m, struct optim *o);
 /* train.freeze_layers: the embedding (with a tied head, the head too) and the first n
  * transformer blocks are excluded from o's updates and its clipping norm (optim_freeze):
