@@ -326,6 +326,7 @@ static int finish_step(struct pipe *p) {
     beat_busy(p, 0);
     int skipped = rc == OPTIM_SKIPPED;
     if (rc && !skipped) return rc;
+    rc = 0;
     int iter = trainer_iterations(&p->opt);
     p->last_loss = (float)(p->loss_sum / p->accum);
     p->accum = 0;
