@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 extern "C" {
 #include "common/core/log.h"
@@ -73,7 +74,7 @@ template <> __device__ __forceinline__ f16 act_from<f16>(float v) { return __flo
 
 /* 32 random bits from (seed, step, i): a counter-based hash (splitmix64's finaliser over
  * the three words), so a rounding decision depends on nothing but its coordinates */
-__device__ __forceinline__ uint32_t cuda_hash32(uint32_t seed, uint32_t step, uint64_t i) {
+__host__ __device__ __forceinline__ uint32_t cuda_hash32(uint32_t seed, uint32_t step, uint64_t i) {
     uint64_t x = i * 0x9E3779B97F4A7C15ull ^ (((uint64_t)seed << 32) | step);
     x ^= x >> 30;
     x *= 0xBF58476D1CE4E5B9ull;
@@ -85,20 +86,28 @@ __device__ __forceinline__ uint32_t cuda_hash32(uint32_t seed, uint32_t step, ui
     return (uint32_t)x;
 }
 
+__host__ __device__ __forceinline__ uint32_t f32_bits(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
 /* Stochastic rounding of v to the neighbours a ≤ |v| < b (toward zero, away from zero)
  * with P(b) = (|v| − a)/(b − a), so E[result] = v; r is 32 random bits.
  * bf16 keeps the top 16 bits of the f32 pattern: adding a uniform integer below 2^16 to
  * the pattern carries into bit 16 with exactly that probability, then truncation drops
  * the low half (sign-magnitude, so negative values round symmetrically). inf/NaN take
- * the round-to-nearest path. */
-__device__ __forceinline__ void st_sr(bf16 *p, float v, uint32_t r) {
-    uint32_t u = __float_as_uint(v);
+ * the round-to-nearest path. Host-callable too, so the rule can be checked without a GPU. */
+__host__ __device__ __forceinline__ void st_sr(bf16 *p, float v, uint32_t r) {
+    uint32_t u = f32_bits(v);
     if ((u & 0x7F800000u) == 0x7F800000u) {
         *p = __float2bfloat16_rn(v);
         return;
     }
     u = (u + (r >> 16)) & 0xFFFF0000u;
-    *p = __float2bfloat16_rz(__uint_as_float(u));  /* exact: the low half is zero */
+    float t;
+    memcpy(&t, &u, sizeof t);
+    *p = __float2bfloat16_rz(t);  /* exact: the low half is zero */
 }
 
 /* f16: the number of dropped f32 mantissa bits varies (13 for normal f16 values, more in
@@ -107,7 +116,7 @@ __device__ __forceinline__ void st_sr(bf16 *p, float v, uint32_t r) {
  * the gap from a to the next f16 away from zero, frac = (|v| − |a|)/ulp (exact in f32),
  * round away when a uniform u = k·2⁻²⁴ (24 bits of r) is below frac. Beyond 65504 the
  * next value is 65536, which the conversion turns into inf, as round-to-nearest would. */
-__device__ __forceinline__ void st_sr(f16 *p, float v, uint32_t r) {
+__host__ __device__ __forceinline__ void st_sr(f16 *p, float v, uint32_t r) {
     if (!isfinite(v)) {
         *p = __float2half_rn(v);
         return;
@@ -118,7 +127,7 @@ __device__ __forceinline__ void st_sr(f16 *p, float v, uint32_t r) {
     float ulp = a < 6.103515625e-05f ? 5.9604644775390625e-08f : ldexpf(1.0f, e - 11);
     float frac = (av - a) / ulp, un = (float)(r >> 8) * 5.9604644775390625e-08f;
     float out = un < frac ? a + ulp : a;
-    *p = __float2half_rn(v < 0.0f ? -out : out);       /* exact, or inf past 65504 */
+    *p = __float2half_rn(copysignf(out, v));           /* exact, or inf past 65504 */
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -1,14 +1,19 @@
 // libs: cuda kernels core
-/* The CUDA op table against the CPU reference: every op on fresh random inputs (bf16-
- * representable, so both backends see the same numbers) at several shapes including
- * odd ones. Each output is compared by ‖gpu − cpu‖/‖cpu‖ within a stated tolerance,
- * must be free of NaN/Inf, and device outputs sit between guard bytes that must stay
- * untouched. Tolerances: outputs rounded to bf16 once (copies, elementwise, norms,
- * rope, swiglu, matmul) 1e-2; f32 outputs computed from the same inputs (rstd, lse,
- * losses, AdamW state, sumsq) 1e-3; attention gradients, which go through bf16 out
- * and dout, 2e-2. Attention runs each case through the fast kernels that apply and
- * again through the plain ones (SUSHI_ATTN_SIMPLE). Without a usable GPU every test is
- * skipped.
+/* The CUDA op table against the CPU reference: every op on fresh random inputs
+ * (representable in the backend's act dtype, bf16 or f16, so both backends see the same
+ * numbers) at several shapes including odd ones. Each output is compared by
+ * ‖gpu − cpu‖/‖cpu‖ within a stated tolerance, must be free of NaN/Inf, and device
+ * outputs sit between guard bytes that must stay untouched. Tolerances: outputs rounded
+ * to the act dtype once (copies, elementwise, norms, rope, swiglu, matmul, row gather/
+ * scatter, softmax) 1e-2 for bf16 (8-bit mantissa) and 2.5e-3 for f16 (11-bit); f32
+ * outputs computed from the same inputs (rstd, lse, losses, AdamW state, sumsq, row dot
+ * products) 1e-3 or tighter; attention gradients, which go through act out and dout,
+ * 2e-2 for both. Attention runs each case through the fast kernels that apply and again
+ * through the plain ones (SUSHI_ATTN_SIMPLE). AdamW's stochastic rounding: every weight
+ * is one of the two act neighbours of its master, the same seed gives the same bits,
+ * and the mean error over 1M weights is ≪ ½ ulp where round-to-nearest is biased.
+ * SUSHI_CUDA_DTYPE=f16 runs everything on f16 (make test-gpu does both). Without a
+ * usable GPU every test is skipped.
  * SUSHI_TEST_SEED fixes the otherwise time-based seed (printed). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,11 +47,21 @@ static uint32_t rnd_u32(void) {
 static float rnd_unit(void) { return (float)rnd_u32() / 4294967296.0f * 2.0f - 1.0f; }
 static int rnd_int(int n) { return (int)(rnd_u32() % (uint32_t)n); }
 
-/* n floats in [−scale, scale], rounded to bf16 */
+/* ---- the act dtype on the host: bit patterns and tolerances ---- */
+
+static int act_f16(void) { return gpu && gpu->act_dtype == DT_F16; }
+static uint16_t act_bits(float x) { return act_f16() ? f32_to_f16(x) : f32_to_bf16(x); }
+static float act_value(uint16_t h) { return act_f16() ? f16_to_f32(h) : bf16_to_f32(h); }
+static float act_round(float x) { return act_value(act_bits(x)); }
+/* tolerance of an output rounded to the act dtype, given the bf16 one: f16 rounds 8×
+ * finer (2⁻¹¹ vs 2⁻⁸), a quarter of the bf16 tolerance leaves 2× of that margin */
+static double act_tol(double bf16_tol) { return act_f16() ? bf16_tol / 4 : bf16_tol; }
+
+/* n floats in [−scale, scale], rounded to the act dtype */
 static float *rnd_act(size_t n, float scale) {
     float *x = malloc((n ? n : 1) * sizeof(float));
     assert_non_null(x);
-    for (size_t i = 0; i < n; i++) x[i] = bf16_to_f32(f32_to_bf16(scale * rnd_unit()));
+    for (size_t i = 0; i < n; i++) x[i] = act_round(scale * rnd_unit());
     return x;
 }
 
@@ -153,6 +168,7 @@ static int setup(void **st) {
     cpu = ops_cpu();
     gpu = ops_cuda();
     if (!gpu) print_message("no GPU: %s\n", sushi_last_error());
+    else print_message("act dtype %s\n", act_f16() ? "f16" : "bf16");
     return 0;
 }
 
@@ -186,15 +202,15 @@ static void test_memory_elementwise(void **st) {
         memcpy(ref, a, n * sizeof(float));
         assert_int_equal(cpu->add(ref, a, b, n), 0);
         assert_int_equal(gpu->add(go.p, ga.p, gb.p, n), 0);
-        expect_close("add", host_act(&go, n), ref, n, 1e-2);
+        expect_close("add", host_act(&go, n), ref, n, act_tol(1e-2));
 
         assert_int_equal(cpu->axpy(ref, -0.75f, b, n), 0);
         assert_int_equal(gpu->axpy(go.p, -0.75f, gb.p, n), 0);
-        expect_close("axpy", host_act(&go, n), ref, n, 1e-2);
+        expect_close("axpy", host_act(&go, n), ref, n, act_tol(1e-2));
 
         assert_int_equal(cpu->scale(ref, 3.5f, n), 0);
         assert_int_equal(gpu->scale(go.p, 3.5f, n), 0);
-        expect_close("scale", host_act(&go, n), ref, n, 1e-2);
+        expect_close("scale", host_act(&go, n), ref, n, act_tol(1e-2));
 
         for (size_t i = 0; i < n; i++) ref[i] = 0.3125f;
         assert_int_equal(gpu->fill(go.p, 0.3125f, n), 0);
@@ -227,7 +243,7 @@ static void check_matmul(int m, int n, int k, int ta, int tb, int pad, float alp
                                  pad ? ldb : 0, pad ? ldc : 0), 0);
     char name[96];
     snprintf(name, sizeof name, "matmul %dx%dx%d t%d%d pad%d b%.1f", m, n, k, ta, tb, pad, beta);
-    expect_close(name, host_act(&gc, nc), c, nc, 1e-2);  /* padding columns too: untouched */
+    expect_close(name, host_act(&gc, nc), c, nc, act_tol(1e-2));  /* padding columns too: untouched */
     gbuf_free(&ga);
     gbuf_free(&gb);
     gbuf_free(&gc);
@@ -267,7 +283,8 @@ static void test_embedding(void **st) {
         expect_close("embedding_forward", host_act(&go, (size_t)N * C), out, (size_t)N * C, 0.0);
         assert_int_equal(cpu->embedding_backward(dtab, ids, dout, N, C), 0);
         assert_int_equal(gpu->embedding_backward(gdt.p, gi.p, gd.p, N, C), 0);
-        expect_close("embedding_backward (+=)", host_act(&gdt, (size_t)V * C), dtab, (size_t)V * C, 1e-2);
+        expect_close("embedding_backward (+=)", host_act(&gdt, (size_t)V * C), dtab, (size_t)V * C,
+                     act_tol(1e-2));
         /* a negative id is skipped and reported by sync() */
         ids[N / 2] = -3;
         assert_int_equal(gpu->to_device(gi.p, ids, N * 4), 0);
@@ -302,12 +319,12 @@ static void test_rmsnorm(void **st) {
         struct gbuf go = gbuf_new(nx * 2), gr = gbuf_new(N * 4), gdx = gbuf_new(nx * 2);
         assert_int_equal(cpu->rmsnorm_forward(out, rstd, x, w, N, C, 1e-5f), 0);
         assert_int_equal(gpu->rmsnorm_forward(go.p, gr.p, gx.p, gw.p, N, C, 1e-5f), 0);
-        expect_close("rmsnorm_forward out", host_act(&go, nx), out, nx, 1e-2);
+        expect_close("rmsnorm_forward out", host_act(&go, nx), out, nx, act_tol(1e-2));
         expect_close("rmsnorm_forward rstd", host_f32(&gr, N), rstd, N, 1e-3);
         assert_int_equal(cpu->rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C), 0);
         assert_int_equal(gpu->rmsnorm_backward(gdx.p, gdw.p, gd.p, gx.p, gw.p, gr.p, N, C), 0);
-        expect_close("rmsnorm_backward dx", host_act(&gdx, nx), dx, nx, 1e-2);
-        expect_close("rmsnorm_backward dw (+=)", host_act(&gdw, C), dw, C, 1e-2);
+        expect_close("rmsnorm_backward dx", host_act(&gdx, nx), dx, nx, act_tol(1e-2));
+        expect_close("rmsnorm_backward dw (+=)", host_act(&gdw, C), dw, C, act_tol(1e-2));
         gbuf_free(&gx);
         gbuf_free(&gw);
         gbuf_free(&gd);
@@ -346,10 +363,12 @@ static void test_rope(void **st) {
         struct rope_shape ds = {N, nheads, row_stride, head_stride, offset, rot, inter, maxp, gp.p, gc.p, gs.p};
         assert_int_equal(cpu->rope_forward(x, &hs), 0);
         assert_int_equal(gpu->rope_forward(gx.p, &ds), 0);
-        expect_close(inter ? "rope_forward interleaved" : "rope_forward half-split", host_act(&gx, nx), x, nx, 1e-2);
+        expect_close(inter ? "rope_forward interleaved" : "rope_forward half-split", host_act(&gx, nx), x, nx,
+                     act_tol(1e-2));
         assert_int_equal(cpu->rope_backward(x, &hs), 0);
         assert_int_equal(gpu->rope_backward(gx.p, &ds), 0);
-        expect_close(inter ? "rope_backward interleaved" : "rope_backward half-split", host_act(&gx, nx), x, nx, 1e-2);
+        expect_close(inter ? "rope_backward interleaved" : "rope_backward half-split", host_act(&gx, nx), x, nx,
+                     act_tol(1e-2));
         gbuf_free(&gx);
         gbuf_free(&gp);
         gbuf_free(&gc);
@@ -373,10 +392,10 @@ static void test_swiglu(void **st) {
         struct gbuf gh = dev_act(h, nh), gd = dev_act(dout, no), go = gbuf_new(no * 2), gdh = gbuf_new(nh * 2);
         assert_int_equal(cpu->swiglu_forward(out, h, N, F), 0);
         assert_int_equal(gpu->swiglu_forward(go.p, gh.p, N, F), 0);
-        expect_close("swiglu_forward", host_act(&go, no), out, no, 1e-2);
+        expect_close("swiglu_forward", host_act(&go, no), out, no, act_tol(1e-2));
         assert_int_equal(cpu->swiglu_backward(dh, dout, h, N, F), 0);
         assert_int_equal(gpu->swiglu_backward(gdh.p, gd.p, gh.p, N, F), 0);
-        expect_close("swiglu_backward", host_act(&gdh, nh), dh, nh, 1e-2);
+        expect_close("swiglu_backward", host_act(&gdh, nh), dh, nh, act_tol(1e-2));
         gbuf_free(&gh);
         gbuf_free(&gd);
         gbuf_free(&go);
@@ -538,7 +557,7 @@ static void test_loss(void **st) {
 static void test_adamw(void **st) {
     NEED_GPU();
     size_t n = 1003;
-    struct adamw_args a = {n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3, 0.5f};
+    struct adamw_args a = {n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3, 0.5f, 0, 0};
     float *w = rnd_act(n, 1.0f), *g = rnd_act(n, 1.0f), *m = rnd_act(n, 0.1f), *v = rnd_act(n, 0.1f);
     for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
     struct gbuf gw = dev_raw(w, n * 4), gg = dev_act(g, n), gm = dev_raw(m, n * 4), gv = dev_raw(v, n * 4);
@@ -551,7 +570,7 @@ static void test_adamw(void **st) {
     expect_close("adamw master", host_f32(&gw, n), w, n, 1e-5);
     expect_close("adamw m", host_f32(&gm, n), m, n, 1e-5);
     expect_close("adamw v", host_f32(&gv, n), v, n, 1e-5);
-    expect_close("adamw bf16 param", host_act(&gpar, n), w, n, 1e-2);
+    expect_close("adamw act param", host_act(&gpar, n), w, n, act_tol(1e-2));
     a.step = 0;
     assert_int_equal(gpu->adamw(gw.p, gpar.p, gg.p, gm.p, gv.p, &a), SUSHI_EINVAL);
     struct gbuf *all[] = {&gw, &gg, &gm, &gv, &gpar};
@@ -560,6 +579,166 @@ static void test_adamw(void **st) {
     free(g);
     free(m);
     free(v);
+}
+
+/* ---- row gather / scatter / dot (mixture-of-experts routing) ---- */
+
+static void test_rows(void **st) {
+    NEED_GPU();
+    int shapes[][3] = {{50, 20, 67}, {300, 256, 512}, {7, 1, 1}};   /* M, n, C */
+    for (int s = 0; s < 3; s++) {
+        int M = shapes[s][0], n = shapes[s][1], C = shapes[s][2];
+        size_t nx = (size_t)M * C, nr = (size_t)n * C;
+        int32_t *perm = malloc(M * 4);   /* distinct rows: a random permutation's prefix */
+        for (int i = 0; i < M; i++) perm[i] = i;
+        for (int i = M - 1; i > 0; i--) {
+            int j = rnd_int(i + 1), t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        float *x = rnd_act(nx, 2.0f), *r = rnd_act(nr, 1.0f), *y = rnd_act(nx, 1.0f), *w = rnd_act(n, 1.5f);
+        float *out = malloc(nr * 4), *dot = malloc(n * 4);
+        struct gbuf gx = dev_act(x, nx), gr = dev_act(r, nr), gy = dev_act(y, nx), gw = dev_raw(w, n * 4);
+        struct gbuf gp = dev_raw(perm, n * 4), go = gbuf_new(nr * 2), gd = gbuf_new(n * 4);
+        assert_int_equal(cpu->gather_rows(out, x, perm, n, M, C), 0);
+        assert_int_equal(gpu->gather_rows(go.p, gx.p, gp.p, n, M, C), 0);
+        expect_close("gather_rows (exact)", host_act(&go, nr), out, nr, 0.0);
+        for (int pass = 0; pass < 2; pass++) {   /* weighted, then w = NULL (= 1) */
+            const float *wc = pass ? NULL : w, *wg = pass ? NULL : gw.p;
+            assert_int_equal(cpu->scatter_add_rows(y, r, perm, wc, n, M, C), 0);
+            assert_int_equal(gpu->scatter_add_rows(gy.p, gr.p, gp.p, wg, n, M, C), 0);
+            expect_close(pass ? "scatter_add_rows w=NULL (+=)" : "scatter_add_rows weighted (+=)", host_act(&gy, nx),
+                         y, nx, act_tol(1e-2));
+        }
+        assert_int_equal(cpu->rows_dot(dot, x, perm, r, n, M, C), 0);
+        assert_int_equal(gpu->rows_dot(gd.p, gx.p, gp.p, gr.p, n, M, C), 0);
+        expect_close("rows_dot (f32)", host_f32(&gd, n), dot, n, 1e-4);
+        /* a row outside [0, M) is skipped and reported by sync() */
+        perm[0] = M;
+        assert_int_equal(gpu->to_device(gp.p, perm, 4), 0);
+        assert_int_equal(gpu->gather_rows(go.p, gx.p, gp.p, n, M, C), 0);
+        assert_true(gpu->sync() < 0);
+        assert_non_null(strstr(sushi_last_error(), "row index"));
+        assert_int_equal(gpu->sync(), 0);
+        struct gbuf *all[] = {&gx, &gr, &gy, &gw, &gp, &go, &gd};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) gbuf_free(all[i]);
+        float *host[] = {x, r, y, w, out, dot};
+        for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+        free(perm);
+    }
+}
+
+/* ---- grouped causal softmax ---- */
+
+static void test_softmax_causal(void **st) {
+    NEED_GPU();
+    int shapes[][3] = {{12, 40, 3}, {64, 64, 1}, {8, 300, 8}, {5, 5, 5}};   /* R, S, group */
+    for (int c = 0; c < 4; c++) {
+        int R = shapes[c][0], S = shapes[c][1], group = shapes[c][2];
+        size_t ns = (size_t)R * S;
+        float *sc = rnd_act(ns, 8.0f), *p = malloc(ns * 4);
+        assert_int_equal(cpu->softmax_causal(p, sc, R, S, group, 0.7f), 0);
+        for (int alias = 0; alias < 2; alias++) {
+            struct gbuf gs = dev_act(sc, ns), gp = alias ? gs : gbuf_new(ns * 2);
+            assert_int_equal(gpu->softmax_causal(gp.p, gs.p, R, S, group, 0.7f), 0);
+            float *got = host_act(&gp, ns);
+            for (int r = 0; r < R; r++)   /* hidden columns exactly 0 */
+                for (int col = S - R / group + r / group + 1; col < S; col++)
+                    if (got[(size_t)r * S + col] != 0.0f)
+                        fail_msg("softmax_causal R%d S%d: hidden (%d, %d) is %g", R, S, r, col, got[(size_t)r * S + col]);
+            char name[80];
+            snprintf(name, sizeof name, "softmax_causal R%d S%d group%d alias%d", R, S, group, alias);
+            expect_close(name, got, p, ns, act_tol(1e-2));
+            gbuf_free(&gs);
+            if (!alias) gbuf_free(&gp);
+        }
+        free(sc);
+        free(p);
+    }
+    assert_int_equal(gpu->softmax_causal((void *)1, (void *)1, 6, 4, 4, 1.0f), SUSHI_EINVAL);
+}
+
+/* ---- AdamW: stochastic rounding of the act weights ---- */
+
+/* Masters a ± f·ulp between two act neighbours a (toward zero) and a ± ulp, over
+ * magnitudes 2⁻²⁰..2⁷ (f16 subnormals included), f uniform in [0, 1) on odd and in
+ * [0, ½) on even elements, where rounding to nearest always goes to a (biased by −¼ ulp
+ * on those). lr = 0 leaves the masters as they are, so only the rounding is seen. */
+static void test_adamw_stochastic(void **st) {
+    NEED_GPU();
+    size_t n = (size_t)1 << 20;
+    float *master = malloc(n * 4), *frac = malloc(n * 4);
+    uint16_t *lo = malloc(n * 2), *got = malloc(n * 2), *again = malloc(n * 2);
+    assert_true(master && frac && lo && got && again);
+    for (size_t i = 0; i < n; i++) {
+        float a = act_round((rnd_unit() < 0 ? -1.0f : 1.0f) * ldexpf(1.0f + 0.5f * (rnd_unit() + 1.0f),
+                                                                   -20 + rnd_int(27)));
+        lo[i] = act_bits(a);
+        float ulp = fabsf(act_value((uint16_t)(lo[i] + 1)) - a);
+        /* 12-bit fractions keep a + f·ulp exact in f32 */
+        float f = (float)(rnd_u32() >> 20) / 4096.0f * (i % 2 ? 1.0f : 0.5f);
+        master[i] = a + copysignf(f * ulp, a);
+        frac[i] = (fabsf(master[i]) - fabsf(a)) / ulp;   /* f as stored */
+        assert_true(frac[i] >= 0.0f && frac[i] < 1.0f);
+    }
+    struct gbuf gw = dev_raw(master, n * 4), gg = gbuf_new(n * 2), gm = gbuf_new(n * 4), gv = gbuf_new(n * 4);
+    struct gbuf gpar = gbuf_new(n * 2);
+    assert_int_equal(gpu->fill(gg.p, 0.0f, n), 0);
+    float *zero = calloc(n, 4);
+    assert_int_equal(gpu->to_device(gm.p, zero, n * 4), 0);
+    assert_int_equal(gpu->to_device(gv.p, zero, n * 4), 0);
+    struct adamw_args a = {n, 0.0f, 0.9f, 0.95f, 1e-8f, 0.0f, 7, 1.0f, 1, 12345u};
+    double sum_sr = 0, sum_rn = 0, ups = 0, fsum = 0, worst_rn = 0;
+    for (int pass = 0; pass < 4; pass++) {   /* SR, SR again, SR other seed, nearest */
+        a.seed = pass == 2 ? 777u : 12345u;
+        a.stochastic_rounding = pass < 3;
+        assert_int_equal(gpu->adamw(gw.p, gpar.p, gg.p, gm.p, gv.p, &a), 0);
+        assert_int_equal(gpu->sync(), 0);
+        uint16_t *dst = pass == 0 ? got : again;
+        assert_int_equal(gpu->to_host(dst, gpar.p, n * 2), 0);
+        if (pass == 1) assert_memory_equal(got, again, n * 2);   /* same seed, same bits */
+        if (pass == 2) {
+            size_t differ = 0;
+            for (size_t i = 0; i < n; i++) differ += got[i] != again[i];
+            print_message("stochastic rounding: another seed changes %.3f of the weights\n", (double)differ / n);
+            assert_true(differ > n / 10);
+        }
+        if (pass == 1 || pass == 2) continue;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = dst[i];
+            float a0 = act_value(lo[i]), ulp = fabsf(act_value((uint16_t)(lo[i] + 1)) - a0);
+            double e = ((double)fabsf(act_value(h)) - fabsf(master[i])) / ulp;   /* toward +|w| */
+            if (pass == 0) {
+                if (h != lo[i] && h != (uint16_t)(lo[i] + 1))
+                    fail_msg("stochastic rounding: %g became %g, not one of its neighbours %g, %g", master[i],
+                             act_value(h), a0, act_value((uint16_t)(lo[i] + 1)));
+                sum_sr += e;
+                ups += h != lo[i];
+                fsum += frac[i];
+            } else {
+                if (h != act_bits(master[i]))
+                    fail_msg("round to nearest: %g became %g, not %g", master[i], act_value(h),
+                             act_round(master[i]));
+                sum_rn += e;
+                worst_rn = fabs(e) > worst_rn ? fabs(e) : worst_rn;
+            }
+        }
+    }
+    print_message("mean error in ulps: stochastic %+.5f, nearest %+.5f (max |e| %.4f); rounded up %.4f "
+                  "of the weights for a mean fraction %.4f\n",
+                  sum_sr / n, sum_rn / n, worst_rn, ups / n, fsum / n);
+    assert_true(fabs(sum_sr / n) < 0.01);          /* σ of the mean ≤ 0.5/√n = 5e-4 */
+    assert_true(fabs(ups - fsum) / n < 0.005);     /* P(up) = f */
+    assert_true(worst_rn <= 0.5);
+    assert_true(sum_rn / n < -0.1);                /* the data is one nearest rounding gets wrong */
+    struct gbuf *all[] = {&gw, &gg, &gm, &gv, &gpar};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) gbuf_free(all[i]);
+    free(master);
+    free(frac);
+    free(lo);
+    free(got);
+    free(again);
+    free(zero);
 }
 
 int main(void) {
@@ -573,6 +752,9 @@ int main(void) {
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_loss),
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_rows),
+        cmocka_unit_test(test_softmax_causal),
+        cmocka_unit_test(test_adamw_stochastic),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
