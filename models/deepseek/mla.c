@@ -69,6 +69,8 @@ int mla_project(const struct ds_model *m, int l, struct ds_cache *kc, const void
     const struct ops *ops = m->ops;
     size_t es = dtype_size(ops->act_dtype);
     int H = c->H, dqk = c->nope + c->rope, start = kc->len;
+    if (!x || !s || !q || l < 0 || l >= c->L || n < 1)
+        return sushi_error(SUSHI_EINVAL, "mla_forward: bad argument to the projections");
     if (start + n > kc->cap)
         return sushi_error(SUSHI_EINVAL, "mla_forward: %d positions exceed the cache (%d)", start + n, kc->cap);
     int rc = 0;
