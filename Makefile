@@ -136,6 +136,7 @@ test-asan: check-deps
 test-gpu: core $(BUILD)/tests/test_ops_cuda $(BUILD)/tests/test_student_cuda $(BUILD)/tests/test_nvml \
           $(BUILD)/tests/test_encoders
 	bash scripts/run-tests.sh --gpu _cuda
+	SUSHI_CUDA_DTYPE=f16 bash scripts/run-tests.sh --gpu _cuda
 	bash scripts/run-tests.sh --gpu nvml
 	bash scripts/run-tests.sh --gpu encoders
 

@@ -1,13 +1,19 @@
 // libs: student kernels cuda core
 /* One whole training step of the student (forward, backward, clipping + AdamW) on the
- * CUDA backend (bf16 activations, f32 master weights and moments) against the same step
- * on the CPU backend (f32), from the same bf16-representable initial weights and data.
- * Tolerances (bf16 has an 8-bit mantissa): loss relative error ≤ 2e-2, every parameter
- * gradient ‖a − b‖₂/‖b‖₂ ≤ 5e-2, updated master weights ‖a − b‖₂/‖b‖₂ ≤ 1e-2 per tensor,
- * and ≥ 95% of the AdamW updates with the same sign. Cases: a small odd config (GQA,
- * d_head 6, padded vocab, untied, document mask, sliding window, label smoothing, top-K
- * forward KD) and the dev tier (configs/student/dev.yaml, vocab 32000, B=2, T=256).
- * Without a usable GPU (ops_cuda() == NULL, as in CI) every test is skipped. */
+ * CUDA backend (bf16 or f16 activations, f32 master weights and moments) against the
+ * same step on the CPU backend (f32), from the same act-representable initial weights
+ * and data. Tolerances, bf16 (8-bit mantissa) / f16 (11-bit): loss relative error ≤
+ * 2e-2 / 1e-2, every parameter gradient ‖a − b‖₂/‖b‖₂ ≤ 5e-2 (both: f16 has the finer
+ * mantissa but subnormals below 6.1e-5), updated master weights ‖a − b‖₂/‖b‖₂ ≤ 1e-2 per
+ * tensor, and ≥ 95% of the AdamW updates with the same sign. f16 runs with a static loss
+ * scale per case (the model's loss_scale and the optimizer's, which divides it out, as
+ * dynamic loss scaling does): 2^14 on the dev tier, whose logit gradients (≈ 1/(V·N) ≈
+ * 7e-8) would otherwise fall to f16's smallest subnormal and fail the comparison, 2^6 on
+ * the small case (gradients up to ~1: far from f16's 65504 either way). Cases: a small
+ * odd config (GQA, d_head 6, padded vocab, untied, document mask, sliding window, label
+ * smoothing, top-K forward KD) and the dev tier (configs/student/dev.yaml, vocab 32000,
+ * B=2, T=256). Without a usable GPU (ops_cuda() == NULL, as in CI) every test is
+ * skipped. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -18,10 +24,15 @@
 #include "models/optim.h"
 #include "tests/unit/student_case.h"
 
-#define TOL_LOSS 2e-2
 #define TOL_GRAD 5e-2
 #define TOL_WEIGHT 1e-2
 #define MIN_SIGN_AGREE 0.95
+
+/* the act dtype's rounding of x on the host, and its loss tolerance */
+static float act_round(const struct ops *ops, float x) {
+    return ops->act_dtype == DT_F16 ? f16_to_f32(f32_to_f16(x)) : bf16_to_f32(f32_to_bf16(x));
+}
+static double tol_loss(const struct ops *ops) { return ops->act_dtype == DT_F16 ? 1e-2 : 2e-2; }
 
 /* ‖a − b‖₂ / ‖b‖₂ over two f32 arrays */
 static double rel_err_f32(const float *a, const float *b, size_t n) {
@@ -34,11 +45,12 @@ static double rel_err_f32(const float *a, const float *b, size_t n) {
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-/* the backend's act-dtype gradients as host f32 */
-static float *grads_host(const struct student_model *m) {
+/* the backend's act-dtype gradients as host f32, divided by the loss scale they carry */
+static float *grads_host(const struct student_model *m, float loss_scale) {
     float *g = malloc(m->n_params * sizeof(float));
     assert_non_null(g);
     assert_int_equal(m->ops->act_to_f32(g, m->gbuf, m->n_params), 0);
+    for (size_t i = 0; i < m->n_params; i++) g[i] /= loss_scale;
     return g;
 }
 
@@ -76,6 +88,7 @@ struct step_case {
     int B, T, K;
     struct student_loss_cfg lc;
     int randomize;   /* scase_randomize weights instead of student_init */
+    float f16_loss_scale;   /* static loss scale of the f16 run (bf16: none) */
 };
 
 static void check_step(const struct step_case *sc) {
@@ -90,8 +103,12 @@ static void check_step(const struct step_case *sc) {
     assert_int_equal(student_create(&mc, &sc->cfg, ops_cpu(), s.B, s.T, 1), 0);
     assert_int_equal(student_create(&mg, &sc->cfg, gpu, s.B, s.T, 1), 0);
     if (sc->randomize) assert_int_equal(scase_randomize(&mc, 11), 0);
-    /* the same weights on both sides, rounded to bf16 so that only the arithmetic differs */
-    for (size_t i = 0; i < mc.n_params; i++) mc.master[i] = bf16_to_f32(f32_to_bf16(mc.master[i]));
+    /* the same weights on both sides, rounded to the act dtype so that only the arithmetic
+     * differs */
+    for (size_t i = 0; i < mc.n_params; i++) mc.master[i] = act_round(gpu, mc.master[i]);
+    const float scale = gpu->act_dtype == DT_F16 ? sc->f16_loss_scale : 1.0f;
+    mg.loss_scale = scale;
+    print_message("act dtype %s, loss scale %g\n", gpu->act_dtype == DT_F16 ? "f16" : "bf16", scale);
     assert_int_equal(gpu->to_device(mg.master, mc.master, mc.n_params * sizeof(float)), 0);
     assert_int_equal(student_sync_weights(&mc), 0);
     assert_int_equal(student_sync_weights(&mg), 0);
@@ -106,22 +123,25 @@ static void check_step(const struct step_case *sc) {
     if (rc) print_message("cuda forward: %s\n", sushi_last_error());
     assert_int_equal(rc, 0);
     print_message("loss cpu %.6f cuda %.6f rel err %.3g (tolerance %.0e)\n", lcpu, lgpu,
-                  fabs(lgpu - lcpu) / fabs(lcpu), TOL_LOSS);
-    assert_true(fabs(lgpu - lcpu) <= TOL_LOSS * fabs(lcpu));
+                  fabs(lgpu - lcpu) / fabs(lcpu), tol_loss(gpu));
+    assert_true(fabs(lgpu - lcpu) <= tol_loss(gpu) * fabs(lcpu));
 
     assert_int_equal(student_backward(&mc), 0);
     rc = student_backward(&mg);
     if (rc) print_message("cuda backward: %s\n", sushi_last_error());
     assert_int_equal(rc, 0);
-    float *gg = grads_host(&mg);
+    float *gg = grads_host(&mg, scale);
     double gworst = compare_views(&mc.cfg, gg, (float *)mc.gbuf, TOL_GRAD, "gradient");
     assert_true(gworst <= TOL_GRAD);
 
     struct optim_config oc = {.lr = 1e-4f, .min_lr = 1e-4f, .total_steps = 10,
                               .schedule = OPTIM_CONSTANT, .weight_decay = 0.1f, .clip_norm = 1.0f};
+    struct optim_config ocg = oc;   /* the GPU's optimizer divides out the loss scale */
+    ocg.loss_scale = scale > 1.0f ? scale : 0.0f;
     struct optim oc_cpu, oc_gpu;
     assert_int_equal(optim_create(&oc_cpu, &oc, ops_cpu(), mc.n_params, mc.n_decay), 0);
-    assert_int_equal(optim_create(&oc_gpu, &oc, gpu, mg.n_params, mg.n_decay), 0);
+    assert_int_equal(optim_create(&oc_gpu, &ocg, gpu, mg.n_params, mg.n_decay), 0);
+    assert_true(optim_loss_scale(&oc_gpu) == scale);
     assert_int_equal(optim_step(&oc_cpu, mc.master, mc.wbuf, mc.gbuf), 0);
     assert_int_equal(optim_step(&oc_gpu, mg.master, mg.wbuf, mg.gbuf), 0);
     print_message("gradient norm cpu %.6g cuda %.6g\n", oc_cpu.last_norm, oc_gpu.last_norm);
@@ -154,6 +174,7 @@ static void check_step(const struct step_case *sc) {
 static void test_step_small(void **st) {
     (void)st;
     struct step_case sc = {.cfg = scase_small_config(0), .B = 2, .T = 16, .K = 5, .randomize = 1,
+                           .f16_loss_scale = 64,
                            .lc = {.smoothing = 0.1f, .alpha = 0.5f, .mode = KD_FORWARD,
                                   .temperature = 2.0f}};
     sc.cfg.doc_mask = 1;
@@ -167,7 +188,7 @@ static void test_step_dev(void **st) {
     struct step_case sc = {.cfg = {.n_layers = 12, .d_model = 512, .n_heads = 8, .n_kv_heads = 4,
                                    .d_ff = 1408, .vocab = 32000, .max_seq = 512, .tied = 1,
                                    .rope_theta = 10000.0f, .norm_eps = 1e-5f},
-                           .B = 2, .T = 256, .K = 0, .lc = {.smoothing = 0.0f}};
+                           .B = 2, .T = 256, .K = 0, .lc = {.smoothing = 0.0f}, .f16_loss_scale = 16384};
     check_step(&sc);
 }
 
@@ -177,7 +198,7 @@ static void test_step_dev_checkpoint(void **st) {
     struct step_case sc = {.cfg = {.n_layers = 12, .d_model = 512, .n_heads = 8, .n_kv_heads = 4,
                                    .d_ff = 1408, .vocab = 32000, .max_seq = 512, .tied = 1,
                                    .rope_theta = 10000.0f, .norm_eps = 1e-5f, .grad_checkpoint = 1},
-                           .B = 2, .T = 256, .K = 0, .lc = {.smoothing = 0.0f}};
+                           .B = 2, .T = 256, .K = 0, .lc = {.smoothing = 0.0f}, .f16_loss_scale = 16384};
     check_step(&sc);
 }
 
