@@ -2,8 +2,8 @@
 /* Batched teacher scoring (ds_score_batch) against the per-sequence path (ds_cache_reset
  * + ds_forward + ds_topk for each document segment / row cut at its length) on random
  * V3- and V2-flavour checkpoints written by the PyTorch oracle (tests/oracle/
- * deepseek_ref.py): on the CPU backend ids identical, logprobs and tails within 1e-5,
- * padding positions −1 / 0 / 0, with lengths and doc_ids, K = V, a temperature ≠ 1, and
+ * deepseek_ref.py, run by $SUSHI_PYTHON or /usr/bin/python3): on the CPU backend ids
+ * identical, logprobs and tails within 1e-5, padding positions −1 / 0 / 0, with lengths and doc_ids, K = V, a temperature ≠ 1, and
  * the scorer's buffers reused across batches of other shapes; the tick callback runs
  * and stops scoring when it returns nonzero; bad arguments are refused by name. When a
  * GPU is usable, the CUDA backend's batched scores of the same checkpoint agree with
@@ -25,15 +25,24 @@
 
 #define MAX_SEQ 24
 
+/* the python that runs the oracle: $SUSHI_PYTHON (e.g. on a GPU machine whose
+ * /usr/bin/python3 has no torch), else Debian's */
+static const char *python(void) {
+    const char *p = getenv("SUSHI_PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
+
 static int have_torch(void) {
-    return system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s -c 'import torch' >/dev/null 2>&1", python());
+    return system(cmd) == 0;
 }
 
 static char *ds_fixture(const char *flavour, int seed) {
     const char *root = getenv("SUSHI_REPO_ROOT");
     char *dir = strdup("/tmp/sushi-dsscore-XXXXXX"), cmd[1024];
     assert_non_null(mkdtemp(dir));
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/oracle/deepseek_ref.py write %s %s %d",
+    snprintf(cmd, sizeof cmd, "%s %s/tests/oracle/deepseek_ref.py write %s %s %d", python(),
              root && *root ? root : ".", dir, flavour, seed);
     assert_int_equal(system(cmd), 0);
     return dir;
