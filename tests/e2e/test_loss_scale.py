@@ -1,8 +1,8 @@
 """Dynamic loss scaling in sushi-trainer's pipeline mode (direct, CPU f32) against the
 fake loader of test_trainer_pipeline.py:
 
-  pow2     - train.loss_scale 1024: applied.tsv and losses.tsv byte-identical to the run
-             with loss_scale off (scaling by 2^k is exact in f32 when nothing overflows);
+  pow2     - train.loss_scale 1024 (student; student and DeepSeek with accum_steps 2):
+             applied.tsv and losses.tsv byte-identical to the run with loss_scale off (scaling by 2^k is exact in f32 when nothing overflows);
              metrics carry loss_scale 1024 and skipped_steps 0; the checkpoint keeps them.
   overflow - train.loss_scale 1e38: the first steps overflow (Σg² beyond f32 takes
              about 64 halvings), are skipped and halve the scale, then training
@@ -24,23 +24,29 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_trainer_pipeline import *  # noqa: E402,F401,F403
+from test_trainer_deepseek import DS_MODEL  # noqa: E402
 from test_trainer_resume import serve  # noqa: E402
 
 WINDOW = 4
 
 
-def train(ctx, d, steps, loss_scale, save_every=5, kill_after=None):
+def train(ctx, d, steps, loss_scale, save_every=5, kill_after=None, extra=None, model=None):
     """Runs the trainer over batches 0..steps-1 (optionally SIGKILLed once kill_after
     batches are applied, then restarted); returns (applied, losses, metrics, log text)."""
-    extra = {} if loss_scale is None else {"loss_scale": loss_scale}
-    cfg, _ = run_config(d, direct=True, steps=steps, save_every=save_every, window=WINDOW, extra_train=extra)
+    extra = dict(extra or {}, loss_scale=loss_scale)
+    batches = steps * extra.get("accum_steps", 1)
+    cfg, c = run_config(d, direct=True, steps=steps, save_every=save_every, window=WINDOW, extra_train=extra)
+    if model:
+        c["model"] = model
+        with open(cfg, "w") as f:
+            json.dump(c, f, indent=1)
     loader = FakeLoader(ctx, d)
     events = Events(ctx, d)
     log = os.path.join(d, "trainer.log")
     proc = spawn(["sushi-trainer", "--config", cfg], log)
     try:
         if kill_after is not None:
-            hit = serve(loader, proc, steps, 0.0, until=lambda: len(records(d)[0]) >= kill_after)
+            hit = serve(loader, proc, batches, 0.0, until=lambda: len(records(d)[0]) >= kill_after)
             assert hit, "trainer never applied %d batches:\n%s" % (kill_after, tail(log))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -49,7 +55,7 @@ def train(ctx, d, steps, loss_scale, save_every=5, kill_after=None):
         else:
             loader.wait_hello()
             time.sleep(0.3)   # the events SUB reconnects to the new PUB
-        serve(loader, proc, steps, 0.0)
+        serve(loader, proc, batches, 0.0)
         finish(proc, log)
         time.sleep(0.2)
         metrics = events.of("metrics")
@@ -61,12 +67,13 @@ def train(ctx, d, steps, loss_scale, save_every=5, kill_after=None):
     return applied, losses, [h["meta"] for h in metrics], open(log).read()
 
 
-def test_pow2(ctx):
+def test_pow2(ctx, what, extra=None, model=None):
     a, b = tmpdir(), tmpdir()
+    batches = 8 * (extra or {}).get("accum_steps", 1)
     try:
-        applied_off, losses_off, m_off, _ = train(ctx, a, 8, "off")
-        applied_s, losses_s, m_s, log = train(ctx, b, 8, 1024)
-        assert len(losses_off) == 8 and len(applied_off) == 8, (losses_off, applied_off)
+        applied_off, losses_off, m_off, _ = train(ctx, a, 8, "off", extra=extra, model=model)
+        applied_s, losses_s, m_s, log = train(ctx, b, 8, 1024, extra=extra, model=model)
+        assert len(losses_off) == 8 and len(applied_off) == batches, (losses_off, applied_off)
         assert applied_s == applied_off, "applied.tsv differs:\n%s\nvs\n%s" % (applied_s, applied_off)
         assert losses_s == losses_off, "losses.tsv differs:\n%s\nvs\n%s" % (losses_s, losses_off)
         assert "skipped:" not in log, log
@@ -74,7 +81,7 @@ def test_pow2(ctx):
         assert m_off and all(m["loss_scale"] == 1 and m["skipped_steps"] == 0 for m in m_off), m_off
         st = ckpt_state(b)
         assert (st["step"], st["loss_scale"], st["skipped_steps"], st["scale_good_steps"]) == (8, 1024, 0, 8), st
-        print("pow2: 8 losses identical with loss_scale 1024 and off, last %s" % losses_s[-1])
+        print("pow2 %s: 8 losses identical with loss_scale 1024 and off, last %s" % (what, losses_s[-1]))
     finally:
         shutil.rmtree(a, ignore_errors=True)
         shutil.rmtree(b, ignore_errors=True)
@@ -166,7 +173,9 @@ def main():
     ctx = zmq.Context()
     try:
         test_config()
-        test_pow2(ctx)
+        test_pow2(ctx, "student")
+        test_pow2(ctx, "student, accum_steps 2", extra={"accum_steps": 2})
+        test_pow2(ctx, "deepseek, accum_steps 2", extra={"accum_steps": 2}, model=DS_MODEL)
         applied, losses, n = test_overflow(ctx)
         test_resume(ctx, applied, losses, n)
     finally:
