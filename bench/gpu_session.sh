@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# One GPU session's checks and benchmarks in one go (about 9 minutes on an H100/H200),
+# the most valuable results first in case time runs out:
+#   1. build (the CUDA libraries, the GPU tests and the three GPU benchmarks)
+#   2. the teacher's top-K op and batched scoring on CUDA against the CPU (test_topk,
+#      test_deepseek_score; bf16, and test_topk again with f16 activations)
+#   3. bench_teacher_gpu: teacher scoring against HF transformers eager / sdpa
+#   4. make test-gpu (the CUDA op harness, the student on CUDA, NVML, encoders)
+#   5. bench_attention_cuda, 6. bench_train_gpu (with its PyTorch side)
+# Each step runs under `timeout` within what is left of SESSION_S seconds (default 540);
+# a step that no longer fits is skipped and said so. Logs go to $OUT (default
+# build/gpu-logs; at most 8 files, as the device run returns); the summary (pass/fail
+# counts, tokens/s and ratio lines) is printed at the end and kept in summary.txt.
+#
+# Here, first: bash scripts/device-fetch-debs.sh   (the libraries the GPU machine lacks)
+# Then on the device, carrying .deb:
+#   source scripts/device-env.sh && bash bench/gpu_session.sh
+# BENCH_TEACHER_ARGS adds options to bench_teacher_gpu (e.g. "--layers 6" when short of
+# time); its checkpoint is kept in /tmp/sushi-teacher-ckpt, so a rerun on the same
+# machine skips writing it.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LOG=${OUT:-build/gpu-logs}
+mkdir -p "$LOG"
+SESSION_S=${SESSION_S:-540}
+T0=$(date +%s)
+SUM="$LOG/summary.txt"
+: >"$SUM"
+note() { echo "$*" | tee -a "$SUM"; }
+left() { echo $((SESSION_S - ($(date +%s) - T0))); }
+
+# step NAME WANT_S LOGFILE COMMAND...: runs COMMAND under timeout min(WANT_S, time left − 10)
+step() {
+  local name=$1 want=$2 log=$3 rest lim t rc
+  shift 3
+  rest=$(($(left) - 10))
+  if [ "$rest" -lt 20 ]; then
+    note "== $name: skipped (${rest}s left)"
+    return 99
+  fi
+  lim=$((want < rest ? want : rest))
+  t=$(date +%s)
+  echo "== $name (limit ${lim}s)" | tee -a "$log"
+  timeout -k 10 "$lim" "$@" >>"$log" 2>&1
+  rc=$?
+  note "== $name: rc $rc in $(($(date +%s) - t))s$([ $rc = 124 ] && echo ' (timed out)')"
+  return $rc
+}
+
+if [ -z "${CPATH:-}" ] && [ -f scripts/device-env.sh ]; then
+  # shellcheck disable=SC1091
+  source scripts/device-env.sh
+fi
+export SUSHI_REPO_ROOT=$ROOT CMOCKA_MESSAGE_OUTPUT=stdout BUILD=build
+# the oracle and the PyTorch sides need a python with torch: the first that has it
+for py in ${SUSHI_PYTHON:-} python3 /usr/bin/python3; do
+  if "$py" -c 'import torch' >/dev/null 2>&1; then
+    export SUSHI_PYTHON=$py
+    break
+  fi
+done
+note "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+note "python: ${SUSHI_PYTHON:-none with torch}; $(${SUSHI_PYTHON:-python3} -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1 | tail -1)"
+
+# 1. build
+TARGETS="core build/tests/test_topk build/tests/test_deepseek_score build/tests/test_ops_cuda
+  build/tests/test_student_cuda build/tests/test_nvml build/tests/test_encoders build/bench/bench_teacher_gpu
+  build/bench/bench_attention_cuda build/bench/bench_train_gpu"
+# shellcheck disable=SC2086
+step build 240 "$LOG/build.log" make -k -j16 $TARGETS
+grep -E "error|Error" "$LOG/build.log" | head -5 | tee -a "$SUM"
+
+# 2. the new GPU paths against the CPU
+TL="$LOG/tests.log"
+step test_topk 60 "$TL" bash scripts/run-tests.sh --gpu test_topk
+step test_topk_f16 60 "$TL" env SUSHI_CUDA_DTYPE=f16 bash scripts/run-tests.sh --gpu test_topk
+step test_deepseek_score 90 "$TL" bash scripts/run-tests.sh --gpu test_deepseek_score
+grep -hE "cuda vs cpu|FAILED|Failure|row [0-9]+" build/test-logs/test_topk.log build/test-logs/test_deepseek_score.log \
+  2>/dev/null | head -12 >>"$TL"
+
+# 3. teacher scoring against HF
+# shellcheck disable=SC2086
+step bench_teacher_gpu 270 "$LOG/bench_teacher_gpu.log" build/bench/bench_teacher_gpu --dir /tmp/sushi-teacher-ckpt \
+  --reps 5 ${BENCH_TEACHER_ARGS:-}
+
+# 4. the CUDA test suite
+step test-gpu 180 "$LOG/test-gpu.log" make test-gpu
+
+# 5, 6. the other GPU benchmarks
+step bench_attention_cuda 60 "$LOG/bench_attention_cuda.log" build/bench/bench_attention_cuda
+step bench_train_gpu 150 "$LOG/bench_train_gpu.log" build/bench/bench_train_gpu --steps 10
+
+# summary
+{
+  echo "---- summary ($(($(date +%s) - T0)) s)"
+  echo "tests (run-tests.sh lines: passed / failed / skipped):"
+  grep -hE "^[0-9]+ passed|^test_[a-z0-9_]+ +[0-9]+ ok|CRASH" "$TL" "$LOG/test-gpu.log" 2>/dev/null
+  echo "benchmarks:"
+  grep -hE "tokens/s|ratio|checkpoint:|loaded on|batch .* ms|MFU|step ms|^B,T,H,D|^[0-9]+,[0-9]+,[0-9]+,[0-9]+ " \
+    "$LOG/bench_teacher_gpu.log" "$LOG/bench_attention_cuda.log" "$LOG/bench_train_gpu.log" 2>/dev/null | head -60
+} | tee -a "$SUM"
