@@ -129,8 +129,10 @@ __global__ void topk_kernel(int32_t *ids, float *logprobs, float *tail, const A 
         bool sel = valid && key > thr, eq = valid && key == thr;
         if (sel) {
             int slot = atomicAdd(&s_ngt, 1);
-            cand_key[slot] = key;
-            cand_id[slot] = i;
+            if (slot < n_gt) { /* always, by the select; a guard for the shared arrays */
+                cand_key[slot] = key;
+                cand_id[slot] = i;
+            }
         }
         if (taken < need && __syncthreads_or(eq)) { /* uniform: taken is the same everywhere */
             unsigned b = __ballot_sync(0xffffffffu, eq);
