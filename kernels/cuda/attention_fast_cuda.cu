@@ -13,6 +13,14 @@
 
 #include "kernels/cuda/attention_common.h"
 
+/* the device code needs sm_80 (cp.async, bf16 mma.sync): for older targets the kernels
+ * compile empty, and they are never launched there (bf16 is refused below 8.0) */
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define SUSHI_FA_ARCH_OK 1
+#else
+#define SUSHI_FA_ARCH_OK 0
+#endif
+
 #define FA_WARPS 4
 #define FA_BQ (FA_WARPS * 16)
 #define FA_BK 64
@@ -162,6 +170,7 @@ template <int D, int MT, int MINB>
 __global__ void __launch_bounds__(FA_WARPS * 32, MINB)
 attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                               struct attn_shape s) {
+#if SUSHI_FA_ARCH_OK
     constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD, BQ = FA_BQ * MT;
     bf16 *sm = (bf16 *)fa_smem; /* [stage 2][K, V][64][LD] */
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
@@ -279,6 +288,7 @@ attention_forward_fast_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *
                     __floats2bfloat162_rn(o[mt][nb][2 * r] * inv, o[mt][nb][2 * r + 1] * inv);
             if (tq == 0) lse[((size_t)b * s.H + h) * s.T + i] = (m[mt][r] + log2f(lr)) * 0.6931471805599453f;
         }
+#endif
 }
 
 /* Dynamic shared memory: two stages of K and V tiles. D = 64 runs 16 query rows per warp
@@ -319,6 +329,7 @@ template <int D, int MINB>
 __global__ void __launch_bounds__(FA_WARPS * 32, MINB)
 attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const float *delta,
                          const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+#if SUSHI_FA_ARCH_OK
     constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD;
     __shared__ __align__(16) bf16 sm[4 * TILE]; /* [stage 2][K, V][64][LD] */
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
@@ -381,6 +392,7 @@ attention_dq_fast_kernel(bf16 *dqo, const bf16 *dout, const float *lse, const fl
         for (int nb = 0; nb < NB; nb++)
             *(__nv_bfloat162 *)(row + nb * 8) = __floats2bfloat162_rn(acc[nb][2 * r], acc[nb][2 * r + 1]);
     }
+#endif
 }
 
 /* starts copying the Q and dO tiles of head h at queries [i0, i0+64) and their lse/delta */
@@ -402,6 +414,7 @@ template <int D, int MINB>
 __global__ void __launch_bounds__(FA_WARPS * 32, MINB)
 attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *lse, const float *delta,
                           const bf16 *q, const bf16 *k, const bf16 *v, struct attn_shape s) {
+#if SUSHI_FA_ARCH_OK
     constexpr int LD = D + 8, KB = D / 16, NB = D / 8, TILE = FA_BK * LD;
     __shared__ __align__(16) bf16 sm[4 * TILE]; /* [stage 2][Q, dO][64][LD] */
     __shared__ float lsm[2][2 * FA_BK];          /* [stage 2][lse, delta][64] */
@@ -475,6 +488,7 @@ attention_dkv_fast_kernel(bf16 *dko, bf16 *dvo, const bf16 *dout, const float *l
             *(__nv_bfloat162 *)(vr + nb * 8) = __floats2bfloat162_rn(dv[nb][2 * r], dv[nb][2 * r + 1]);
         }
     }
+#endif
 }
 
 int cuda_attention_backward_fast(void *dq, void *dk, void *dv, const void *dout, const float *delta,

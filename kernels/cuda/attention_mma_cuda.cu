@@ -22,43 +22,60 @@ typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_acc;
 template <typename T>
 using frag_a = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
 
+/* bf16 WMMA needs sm_80 (f16: sm_70); compiled for an older target the bf16 products are
+ * empty, never launched there (bf16 is refused below 8.0) */
+template <typename T>
+struct wmma_ok {
+    static constexpr bool value = true;
+};
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+template <>
+struct wmma_ok<bf16> {
+    static constexpr bool value = false;
+};
+#endif
+
 /* C[16, 64] = A[16, kd] · B[64, kd]ᵀ (all row-major in shared memory); each A
  * fragment is loaded once */
 template <typename T>
 __device__ void warp_mma_abt(float *C, int ldc, const T *A, int lda, const T *B, int ldb, int kd) {
-    frag_acc acc[4];
+    if constexpr (wmma_ok<T>::value) {
+        frag_acc acc[4];
 #pragma unroll
-    for (int nb = 0; nb < 4; nb++) wmma::fill_fragment(acc[nb], 0.0f);
-    for (int kb = 0; kb < kd; kb += 16) {
-        frag_a<T> fa;
-        wmma::load_matrix_sync(fa, A + kb, lda);
+        for (int nb = 0; nb < 4; nb++) wmma::fill_fragment(acc[nb], 0.0f);
+        for (int kb = 0; kb < kd; kb += 16) {
+            frag_a<T> fa;
+            wmma::load_matrix_sync(fa, A + kb, lda);
 #pragma unroll
-        for (int nb = 0; nb < 4; nb++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-            wmma::load_matrix_sync(fb, B + nb * 16 * ldb + kb, ldb);
-            wmma::mma_sync(acc[nb], fa, fb, acc[nb]);
+            for (int nb = 0; nb < 4; nb++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+                wmma::load_matrix_sync(fb, B + nb * 16 * ldb + kb, ldb);
+                wmma::mma_sync(acc[nb], fa, fb, acc[nb]);
+            }
         }
-    }
 #pragma unroll
-    for (int nb = 0; nb < 4; nb++) wmma::store_matrix_sync(C + nb * 16, acc[nb], ldc, wmma::mem_row_major);
+        for (int nb = 0; nb < 4; nb++) wmma::store_matrix_sync(C + nb * 16, acc[nb], ldc, wmma::mem_row_major);
+    }
 }
 
 /* C[16, n] += A[16, 64] · B[64, n]; the four A fragments are loaded once */
 template <typename T>
 __device__ void warp_mma_acc(float *C, int ldc, const T *A, int lda, const T *B, int ldb, int n) {
-    frag_a<T> fa[4];
+    if constexpr (wmma_ok<T>::value) {
+        frag_a<T> fa[4];
 #pragma unroll
-    for (int kb = 0; kb < 4; kb++) wmma::load_matrix_sync(fa[kb], A + kb * 16, lda);
-    for (int nb = 0; nb < n; nb += 16) {
-        frag_acc acc;
-        wmma::load_matrix_sync(acc, C + nb, ldc, wmma::mem_row_major);
+        for (int kb = 0; kb < 4; kb++) wmma::load_matrix_sync(fa[kb], A + kb * 16, lda);
+        for (int nb = 0; nb < n; nb += 16) {
+            frag_acc acc;
+            wmma::load_matrix_sync(acc, C + nb, ldc, wmma::mem_row_major);
 #pragma unroll
-        for (int kb = 0; kb < 4; kb++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-            wmma::load_matrix_sync(fb, B + kb * 16 * ldb + nb, ldb);
-            wmma::mma_sync(acc, fa[kb], fb, acc);
+            for (int kb = 0; kb < 4; kb++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, B + kb * 16 * ldb + nb, ldb);
+                wmma::mma_sync(acc, fa[kb], fb, acc);
+            }
+            wmma::store_matrix_sync(C + nb, acc, ldc, wmma::mem_row_major);
         }
-        wmma::store_matrix_sync(C + nb, acc, ldc, wmma::mem_row_major);
     }
 }
 

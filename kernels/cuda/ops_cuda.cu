@@ -235,6 +235,15 @@ static int choose_act_dtype(char *reason, size_t size) {
         (void)cudaGetLastError();
         return -1;
     }
+    /* a GPU this build has no device code for (NVCCFLAGS -gencode) fails here, not at the
+     * first kernel */
+    cudaFuncAttributes fa;
+    if ((err = cudaFuncGetAttributes(&fa, fill_kernel<f16>)) != cudaSuccess) {
+        snprintf(reason, size, "CUDA backend: %.64s (compute capability %d.%d): %s; rebuild with its "
+                 "-gencode in NVCCFLAGS", prop.name, prop.major, prop.minor, cudaGetErrorString(err));
+        (void)cudaGetLastError();
+        return -1;
+    }
     int has_bf16 = prop.major >= 8;
     enum dtype dt = has_bf16 ? DT_BF16 : DT_F16;
     const char *env = getenv("SUSHI_CUDA_DTYPE");
