@@ -28,15 +28,19 @@ int optim_config_validate(struct optim_config *c) {
     if (c->clip_norm < 0) return sushi_error(SUSHI_EINVAL, "optim config: clip_norm must be ≥ 0");
     if (c->accum_steps < 0) return sushi_error(SUSHI_EINVAL, "optim config: accum_steps must be > 0");
     if (!(c->loss_scale >= 0) || !isfinite(c->loss_scale))
-        return sushi_error(SUSHI_EINVAL, "optim config: loss_scale %g must be finite and ≥ 0 (0 = off)", c->loss_scale);
+        return sushi_error(SUSHI_EINVAL, "optim config: loss_scale %g must be finite and ≥ 0 (0 = off)",
+                           c->loss_scale);
     if (c->scale_growth_interval < 0)
-        return sushi_error(SUSHI_EINVAL, "optim config: scale_growth_interval must be > 0 (got %d)", c->scale_growth_interval);
+        return sushi_error(SUSHI_EINVAL, "optim config: scale_growth_interval must be > 0 (got %d)",
+                           c->scale_growth_interval);
     if (!(c->scale_min > 0) || !isfinite(c->scale_min))
         return sushi_error(SUSHI_EINVAL, "optim config: scale_min %g must be finite and > 0", c->scale_min);
     if (c->loss_scale > 0 && c->loss_scale < c->scale_min)
-        return sushi_error(SUSHI_EINVAL, "optim config: loss_scale %g is below scale_min %g", c->loss_scale, c->scale_min);
+        return sushi_error(SUSHI_EINVAL, "optim config: loss_scale %g is below scale_min %g", c->loss_scale,
+                           c->scale_min);
     if (c->stochastic_rounding != 0 && c->stochastic_rounding != 1)
-        return sushi_error(SUSHI_EINVAL, "optim config: stochastic_rounding must be 0 or 1 (got %d)", c->stochastic_rounding);
+        return sushi_error(SUSHI_EINVAL, "optim config: stochastic_rounding must be 0 or 1 (got %d)",
+                           c->stochastic_rounding);
     return 0;
 }
 

@@ -2,7 +2,8 @@
 fake loader of test_trainer_pipeline.py:
 
   pow2     - train.loss_scale 1024 (student; student and DeepSeek with accum_steps 2):
-             applied.tsv and losses.tsv byte-identical to the run with loss_scale off (scaling by 2^k is exact in f32 when nothing overflows);
+             applied.tsv and losses.tsv byte-identical to the run with loss_scale off
+             (scaling by 2^k is exact in f32 when nothing overflows);
              metrics carry loss_scale 1024 and skipped_steps 0; the checkpoint keeps them.
   overflow - train.loss_scale 1e38: the first steps overflow (Σg² beyond f32 takes
              about 64 halvings), are skipped and halve the scale, then training
