@@ -68,13 +68,17 @@
  *     "STEP<TAB>BATCH_ID<TAB>SAMPLE_ID,SAMPLE_ID,..." and to losses.tsv one line per
  *     optimizer step "STEP<TAB>LOSS" (%.9g); both are truncated back to the checkpoint's
  *     length on resume, so after any crash and resume they read as one clean run.
+ *     With dynamic loss scaling a step whose gradient norm is not finite is skipped:
+ *     its batches are applied (consumed, acked) under the step number the retry gets,
+ *     so they share that STEP in applied.tsv, and losses.tsv has no line for it.
  *
  * Published messages (PUB, stage = the sender's name, e.g. "trainer", "teacher.1"):
  *   hello/heartbeat  meta {pid} (stage.c does this; the supervisor watches them)
  *   metrics  trainer: step, total_steps, loss, lr, grad_norm, tokens_per_s, data_stall_s
  *            (cumulative seconds waiting for data once the first batch arrived),
  *            startup_wait_s (waiting for the first batch), elapsed_s (since the
- *            trainer started its loop), step_time_s, queue_reorder;
+ *            trainer started its loop), step_time_s, queue_reorder, loss_scale
+ *            (1 when off), skipped_steps (non-finite steps skipped so far);
  *            loader: sent, resent, inflight, acked; teacher: scored, tokens_per_s,
  *            queue_input; any stage: event = "end" when a run is complete.
  *   checkpoint  trainer: id = next batch id; meta {path, step, arch ("llama"|"deepseek")}
