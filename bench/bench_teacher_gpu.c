@@ -9,10 +9,12 @@
  * q_lora 512, kv_lora 256, first layer dense (intermediate 4096), then 32 routed experts
  * of moe_intermediate_size 1024, top-4 in 4 groups (topk_group 2, noaux_tc, sigmoid),
  * 1 shared expert, vocabulary 32000 (2.4 B parameters; the f32 checkpoint is 9.6 GB).
- * It is created with ds_train_create (seeded random weights, on --create-backend, CPU by
- * default: no gradients on the GPU) and written with ds_train_save into a temporary
- * folder (removed at the end), or reused from --dir when that holds a config.json
- * (created there otherwise and kept). --small: a tiny shape that runs on the CPU.
+ * It is created with ds_train_create (seeded random weights, on --create-backend, by
+ * default the scoring backend: on the GPU the f32 master weights and the gradients take
+ * 19 GB there but spare the host 19 GB of page faults; `cpu` keeps the GPU free) and
+ * written with ds_train_save into a temporary folder (removed at the end), or reused
+ * from --dir when that holds a config.json (created there otherwise and kept). The
+ * times of creating, saving and loading are printed. --small: a tiny shape for the CPU.
  *
  *   build/bench/bench_teacher_gpu [--backend cuda|cpu] [--small] [--layers 12] [--B 8] [--T 1024]
  *       [--K 64] [--reps 5] [--dir DIR] [--create-backend cpu|cuda] [--profile] [--no-hf]
@@ -142,7 +144,7 @@ static int usage(int rc) {
 }
 
 static int parse_args(int argc, char **argv, struct opts *o) {
-    *o = (struct opts){.backend = "cuda", .create_backend = "cpu", .B = 0, .T = 0, .layers = 12, .K = 64, .reps = 5,
+    *o = (struct opts){.backend = "cuda", .create_backend = NULL, .B = 0, .T = 0, .layers = 12, .K = 64, .reps = 5,
                      .hf = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -161,6 +163,7 @@ static int parse_args(int argc, char **argv, struct opts *o) {
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(0), 1;
         else return usage(2);
     }
+    if (!o->create_backend) o->create_backend = o->backend;
     if (!o->B) o->B = o->small ? 2 : 8;
     if (!o->T) o->T = o->small ? 128 : 1024;
     if (o->B < 1 || o->T < 1 || o->T > 65536 || o->K < 1 || o->reps < 1 || o->layers < 2) {
@@ -171,6 +174,7 @@ static int parse_args(int argc, char **argv, struct opts *o) {
 }
 
 int main(int argc, char **argv) {
+    double start = now_s();
     struct opts o;
     int prc = parse_args(argc, argv, &o);
     if (prc) return prc == 1 ? 0 : prc;
@@ -239,6 +243,7 @@ int main(int argc, char **argv) {
         else printf("hf sdpa: not measured (see above)\n");
     }
     if (rc) fprintf(stderr, "bench_teacher_gpu: %s\n", sushi_last_error());
+    printf("bench total %.1f s\n", now_s() - start);
     free(tokens);
     free(ids);
     free(lp);
