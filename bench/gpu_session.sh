@@ -97,6 +97,6 @@ step bench_train_gpu 150 "$LOG/bench_train_gpu.log" build/bench/bench_train_gpu 
   echo "tests (run-tests.sh lines: passed / failed / skipped):"
   grep -hE "^[0-9]+ passed|^test_[a-z0-9_]+ +[0-9]+ ok|CRASH" "$TL" "$LOG/test-gpu.log" 2>/dev/null
   echo "benchmarks:"
-  grep -hE "tokens/s|ratio|checkpoint:|loaded on|nothing measured|not usable|not measured|skipped:|batch .* ms|MFU|step ms|^B,T,H,D|^[0-9]+,[0-9]+,[0-9]+,[0-9]+ " \
+  grep -hE "tokens/s|ratio|checkpoint:|loaded on|bench total|nothing measured|not usable|not measured|skipped:|batch .* ms|MFU|step ms|^B,T,H,D|^[0-9]+,[0-9]+,[0-9]+,[0-9]+ " \
     "$LOG/bench_teacher_gpu.log" "$LOG/bench_attention_cuda.log" "$LOG/bench_train_gpu.log" 2>/dev/null | head -60
 } | tee -a "$SUM"
