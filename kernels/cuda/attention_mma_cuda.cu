@@ -85,10 +85,10 @@ attention_forward_mma_kernel(T *out, float *lse, const T *q, const T *k, const T
                              struct attn_shape s) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     const int dq = s.dqk, dv = s.dv, ldq = dq + 8, ldv = dv + 8;
-    T *Qs = (T *)smem_raw;                     /* [BQ][ldq] */
-    T *Ks = Qs + MMA_BQ * ldq;                    /* [BK][ldq] */
-    T *Vs = Ks + MMA_BK * ldq;                    /* [BK][ldv] */
-    T *Ps = Vs + MMA_BK * ldv;                    /* [BQ][BK+8] */
+    T *Qs = (T *)smem_raw;                           /* [BQ][ldq] */
+    T *Ks = Qs + MMA_BQ * ldq;                       /* [BK][ldq] */
+    T *Vs = Ks + MMA_BK * ldq;                       /* [BK][ldv] */
+    T *Ps = Vs + MMA_BK * ldv;                       /* [BQ][BK+8] */
     float *Ss = (float *)(Ps + MMA_BQ * (MMA_BK + 8)); /* [BQ][SLD] */
     float *Os = Ss + MMA_BQ * MMA_SLD;               /* [BQ][dv+4] */
     const int ldo = dv + 4, ldp = MMA_BK + 8;
@@ -182,7 +182,7 @@ attention_dq_mma_kernel(T *dqo, const T *dout, const float *lse, const float *de
     extern __shared__ __align__(128) unsigned char smem_raw[];
     const int dq = s.dqk, dv = s.dv, ldq = dq + 8, ldv = dv + 8, ldp = MMA_BK + 8, lda = dq + 4;
     T *Qs = (T *)smem_raw, *Os = Qs + 64 * ldq, *Ks = Os + 64 * ldv, *Vs = Ks + 64 * ldq;
-    T *dSs = Vs + 64 * ldv;                             /* [64][ldp] */
+    T *dSs = Vs + 64 * ldv;                                /* [64][ldp] */
     float *Ss = (float *)(dSs + 64 * ldp), *dPs = Ss + 64 * MMA_SLD, *Acc = dPs + 64 * MMA_SLD;
     const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H, g = h * s.G / s.H;
     const int q0 = blockIdx.x * 64, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
