@@ -645,7 +645,8 @@ static void test_softmax_causal(void **st) {
             for (int r = 0; r < R; r++)   /* hidden columns exactly 0 */
                 for (int col = S - R / group + r / group + 1; col < S; col++)
                     if (got[(size_t)r * S + col] != 0.0f)
-                        fail_msg("softmax_causal R%d S%d: hidden (%d, %d) is %g", R, S, r, col, got[(size_t)r * S + col]);
+                        fail_msg("softmax_causal R%d S%d: hidden (%d, %d) is %g", R, S, r, col,
+                                 got[(size_t)r * S + col]);
             char name[80];
             snprintf(name, sizeof name, "softmax_causal R%d S%d group%d alias%d", R, S, group, alias);
             expect_close(name, got, p, ns, act_tol(1e-2));
