@@ -94,189 +94,180 @@ int ds_route(const struct ds_config *c, const float *bias, const float *logits, 
     return rc;
 }
 
-/* Hidden activations of the SwiGLU MLPs of one ffn call, allocated once for the most
- * rows·F any of its MLPs sees: h (rows, 2F) = x·guᵀ, a (rows, F) = silu(gate) ⊙ up, and
- * for the backward da (rows, F), dh (rows, 2F). */
-struct moe_scratch {
-    void *h, *a, *da, *dh;
-};
-
-static void moe_scratch_free(const struct ops *ops, struct moe_scratch *s) {
-    void *all[] = {s->h, s->a, s->da, s->dh};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i]) ops->free(all[i]);
-    memset(s, 0, sizeof *s);
-}
-
-static int moe_scratch_init(const struct ops *ops, struct moe_scratch *s, size_t rows_f, int backward) {
-    size_t es = dtype_size(ops->act_dtype);
-    memset(s, 0, sizeof *s);
-    if (!rows_f) rows_f = 1;
-    s->h = ops->alloc(rows_f * 2 * es);
-    s->a = ops->alloc(rows_f * es);
-    if (backward) {
-        s->da = ops->alloc(rows_f * es);
-        s->dh = ops->alloc(rows_f * 2 * es);
-    }
-    if (!s->h || !s->a || (backward && (!s->da || !s->dh))) {
-        moe_scratch_free(ops, s);
-        return sushi_error(SUSHI_ENOMEM, "moe: out of backend memory for %zu hidden values", rows_f * 6);
-    }
-    return 0;
-}
-
-/* s->h, s->a of the MLP p for x (n, C) */
-static int moe_mlp_hidden(const struct ds_model *m, const struct ds_mlp *p, const void *x, int n,
-                          const struct moe_scratch *s) {
-    const struct ops *ops = m->ops;
-    int rc = ops->matmul(s->h, x, p->gu, n, 2 * p->F, m->cfg.C, 0, 1, 1.0f, 0.0f, 0, 0, 0);
-    if (!rc) rc = ops->swiglu_forward(s->a, s->h, n, p->F);
-    return rc;
-}
-
-/* out (n, C) = down(silu(gate(x)) ⊙ up(x)) for x (n, C); leaves x's hidden activations in s */
-static int moe_mlp_forward(const struct ds_model *m, const struct ds_mlp *p, const void *x, int n, void *out,
-                           const struct moe_scratch *s) {
-    int rc = moe_mlp_hidden(m, p, x, n, s);
-    if (!rc) rc = m->ops->matmul(out, s->a, p->down, n, m->cfg.C, p->F, 0, 1, 1.0f, 0.0f, 0, 0, 0);
-    return rc;
-}
-
-/* Backward of one SwiGLU MLP from x's hidden activations in s (moe_mlp_hidden):
- * g->down += dyᵀ·a, g->gu += dhᵀ·x, dx = dh·gu (+ dx when accumulate). */
-static int moe_mlp_backward(const struct ds_model *m, const struct ds_mlp *p, struct ds_mlp *g, const void *x, int n,
-                            const void *dy, void *dx, int accumulate, const struct moe_scratch *s) {
-    const struct ops *ops = m->ops;
-    int C = m->cfg.C, F = p->F;
-    int rc = ops->matmul(g->down, dy, s->a, C, F, n, 1, 0, 1.0f, 1.0f, 0, 0, 0);
-    if (!rc) rc = ops->matmul(s->da, dy, p->down, n, F, C, 0, 0, 1.0f, 0.0f, 0, 0, 0);
-    if (!rc) rc = ops->swiglu_backward(s->dh, s->da, s->h, n, F);
-    if (!rc) rc = ops->matmul(g->gu, s->dh, x, 2 * F, C, n, 1, 0, 1.0f, 1.0f, 0, 0, 0);
-    if (!rc) rc = ops->matmul(dx, s->dh, p->gu, n, C, 2 * F, 0, 0, 1.0f, accumulate ? 1.0f : 0.0f, 0, 0, 0);
-    return rc;
-}
-
-/* The dense MLP of a layer without experts, forward or (dout != NULL) backward */
-static int moe_dense(const struct ds_model *m, const struct ds_layer *y, struct ds_layer *g, const void *x, int n,
-                     const void *dout, void *out) {
-    struct moe_scratch s;
-    int rc = moe_scratch_init(m->ops, &s, (size_t)n * y->dense.F, dout != NULL);
-    if (!rc && !dout) rc = moe_mlp_forward(m, &y->dense, x, n, out, &s);
-    if (!rc && dout) rc = moe_mlp_hidden(m, &y->dense, x, n, &s);
-    if (!rc && dout) rc = moe_mlp_backward(m, &y->dense, &g->dense, x, n, dout, out, 0, &s);
-    moe_scratch_free(m->ops, &s);
-    return rc;
-}
-
-/* router logits (n, E) in f32 on the host */
-static int moe_router_logits(const struct ds_model *m, const struct ds_layer *y, const void *x, int n, float *host) {
-    const struct ops *ops = m->ops;
-    size_t E = (size_t)m->cfg.n_routed;
-    void *z = ops->alloc((size_t)n * E * dtype_size(ops->act_dtype));
-    float *zf = ops->alloc((size_t)n * E * sizeof(float));
-    int rc = (!z || !zf) ? sushi_error(SUSHI_ENOMEM, "moe: out of backend memory") : 0;
-    if (!rc) rc = ops->matmul(z, x, y->router, n, (int)E, m->cfg.C, 0, 1, 1.0f, 0.0f, 0, 0, 0);
-    if (!rc) rc = ops->act_to_f32(zf, z, (size_t)n * E);
-    if (!rc) rc = ops->to_host(host, zf, (size_t)n * E * sizeof(float));
-    if (z) ops->free(z);
-    if (zf) ops->free(zf);
-    return rc;
-}
-
-/* The routing of one ffn call as one permutation of its n·K (token, choice) pairs,
- * sorted by expert (counting sort, stable: ascending token within an expert). Expert e
- * owns sorted pairs [off[e], off[e+1]); host arrays, with rows, w (and iota = 0, 1, …,
- * for the backward) copied to the backend in one upload. */
-struct moe_perm {
-    int nk, max_ne;     /* pairs; most pairs of one expert (≤ n: experts of a token differ) */
-    int *off;           /* [E+1] */
-    int *slot;          /* [nk] t·K + j of each sorted pair */
-    void *host;         /* rows int32 [nk] | w f32 [nk] | iota int32 [nk] */
-    int32_t *rows;      /* [nk] token of each pair (view into host) */
-    float *w;           /* [nk] routing weight (view into host) */
-    void *dev;          /* backend copy of host */
+/* Buffers of one ffn call, host and backend, each side carved from one allocation (so
+ * a layer call allocates twice, whatever the number of experts). Widths: n rows, E
+ * experts, K choices per row, nk = n·K (row, choice) pairs, F the widest MLP of the
+ * layer; an expert gets at most n rows (a row's choices differ). */
+struct moe_call {
+    int nk;                  /* (row, choice) pairs */
+    void *host, *dev;        /* the two allocations */
+    /* host */
+    float *z, *dz;           /* (n, E) router logits f32, their gradient (backward) */
+    float *w, *dw;           /* (n, K) routing weights, d loss / d weights (backward) */
+    int32_t *ex;             /* (n, K) chosen experts */
+    int *off;                /* [E+1] expert e owns sorted pairs [off[e], off[e+1]) */
+    int *next;               /* [E] counting sort cursors */
+    int *slot;               /* [nk] t·K + j of each sorted pair */
+    float *dws;              /* [nk] d loss / d weight of each sorted pair (backward) */
+    int32_t *perm;           /* [nk] row | [nk] f32 weight | [nk] iota (backward) of the sorted pairs */
+    /* backend */
+    void *h, *a, *da, *dh;   /* (n, 2F), (n, F) act hidden activations; da, dh (backward) */
+    void *xe, *ye, *dye, *dxe; /* (n, C) act rows of one expert; dye, dxe (backward) */
+    void *za;                /* (n, E) act router logits, then their gradient */
+    float *zf;               /* (n, E) f32 the same */
+    float *dws_d;            /* [nk] f32 (backward) */
+    int32_t *perm_d;         /* backend copy of perm */
     const int32_t *rows_d, *iota_d;
     const float *w_d;
 };
 
-static void moe_perm_free(const struct ops *ops, struct moe_perm *p) {
-    free(p->off);
-    free(p->slot);
-    free(p->host);
-    if (p->dev) ops->free(p->dev);
-    memset(p, 0, sizeof *p);
+struct moe_part {
+    void **p;
+    size_t bytes;            /* 0: *p = NULL */
+};
+
+/* one allocation holding every part (256-byte aligned); NULL when out of memory */
+static void *moe_carve(struct moe_part *parts, int count, void *(*alloc)(size_t)) {
+    size_t total = 0, at[16]; /* count ≤ 16 */
+    for (int i = 0; i < count; i++) {
+        at[i] = total;
+        total += (parts[i].bytes + 255) & ~(size_t)255;
+    }
+    char *base = alloc(total ? total : 1);
+    for (int i = 0; base && i < count; i++) *parts[i].p = parts[i].bytes ? base + at[i] : NULL;
+    return base;
 }
 
-static int moe_perm_build(const struct ds_model *m, const int32_t *ex, const float *w, int n, int with_iota,
-                          struct moe_perm *p) {
+static void moe_call_free(const struct ops *ops, struct moe_call *c) {
+    free(c->host);
+    if (c->dev) ops->free(c->dev);
+    memset(c, 0, sizeof *c);
+}
+
+/* the widest SwiGLU MLP of a layer */
+static int moe_width(const struct ds_model *m, const struct ds_layer *y) {
+    if (!y->moe) return y->dense.F;
+    int F = y->shared.gu ? y->shared.F : 0;
+    for (int e = 0; e < m->cfg.n_routed; e++)
+        if (y->experts[e].F > F) F = y->experts[e].F;
+    return F;
+}
+
+static int moe_call_init(const struct ds_model *m, const struct ds_layer *y, int n, int backward,
+                         struct moe_call *c) {
     const struct ops *ops = m->ops;
-    int E = m->cfg.n_routed, K = m->cfg.top_k, nk = n * K, parts = with_iota ? 3 : 2;
-    memset(p, 0, sizeof *p);
-    p->nk = nk;
-    p->off = calloc((size_t)E + 1, sizeof(int));
-    p->slot = malloc((size_t)nk * sizeof(int));
-    p->host = malloc((size_t)nk * parts * sizeof(int32_t));
-    p->dev = ops->alloc((size_t)nk * parts * sizeof(int32_t));
-    if (!p->off || !p->slot || !p->host || !p->dev) {
-        moe_perm_free(ops, p);
-        return sushi_error(SUSHI_ENOMEM, "moe: out of memory for the routing of %d rows", n);
+    size_t es = dtype_size(ops->act_dtype), N = (size_t)n, C = (size_t)m->cfg.C, F = (size_t)moe_width(m, y);
+    size_t E = y->moe ? (size_t)m->cfg.n_routed : 0, nk = y->moe ? N * m->cfg.top_k : 0, b = backward ? 1 : 0;
+    memset(c, 0, sizeof *c);
+    c->nk = (int)nk;
+    struct moe_part host[] = {
+        {(void **)&c->z, N * E * 4}, {(void **)&c->dz, b * N * E * 4}, {(void **)&c->w, nk * 4},
+        {(void **)&c->dw, b * nk * 4}, {(void **)&c->ex, nk * 4}, {(void **)&c->off, y->moe ? (E + 1) * sizeof(int) : 0},
+        {(void **)&c->next, E * sizeof(int)},
+        {(void **)&c->slot, nk * sizeof(int)}, {(void **)&c->dws, b * nk * 4}, {(void **)&c->perm, (2 + b) * nk * 4},
+    };
+    struct moe_part dev[] = {
+        {&c->h, N * 2 * F * es}, {&c->a, N * F * es}, {&c->da, b * N * F * es}, {&c->dh, b * N * 2 * F * es},
+        {&c->xe, y->moe ? N * C * es : 0}, {&c->ye, y->moe ? N * C * es : 0}, {&c->dye, y->moe ? b * N * C * es : 0},
+        {&c->dxe, y->moe ? b * N * C * es : 0}, {&c->za, N * E * es}, {(void **)&c->zf, N * E * 4},
+        {(void **)&c->dws_d, b * nk * 4}, {(void **)&c->perm_d, (2 + b) * nk * 4},
+    };
+    c->host = moe_carve(host, (int)(sizeof host / sizeof host[0]), malloc);
+    c->dev = moe_carve(dev, (int)(sizeof dev / sizeof dev[0]), ops->alloc);
+    if (!c->host || !c->dev) {
+        moe_call_free(ops, c);
+        return sushi_error(SUSHI_ENOMEM, "moe: out of memory for layer buffers of %d rows", n);
     }
-    p->rows = p->host;
-    p->w = (float *)((int32_t *)p->host + nk);
-    for (int i = 0; i < nk; i++) {
-        if (ex[i] < 0 || ex[i] >= E) {
-            moe_perm_free(ops, p);
-            return sushi_error(SUSHI_EINVAL, "moe: row %d chose expert %d, outside [0, %d)", i / K, ex[i], E);
-        }
-        p->off[ex[i] + 1]++;
-    }
-    for (int e = 0; e < E; e++) {
-        if (p->off[e + 1] > p->max_ne) p->max_ne = p->off[e + 1];
-        p->off[e + 1] += p->off[e];
-    }
-    int *next = malloc((size_t)E * sizeof(int));
-    if (!next) {
-        moe_perm_free(ops, p);
-        return sushi_error(SUSHI_ENOMEM, "moe: out of memory for the routing of %d rows", n);
-    }
-    memcpy(next, p->off, (size_t)E * sizeof(int));
-    for (int i = 0; i < nk; i++) {
-        int at = next[ex[i]]++;
-        p->rows[at] = i / K;
-        p->w[at] = w[i];
-        p->slot[at] = i;
-    }
-    free(next);
-    if (with_iota)
-        for (int i = 0; i < nk; i++) ((int32_t *)p->host)[2 * (size_t)nk + i] = i;
-    int rc = ops->to_device(p->dev, p->host, (size_t)nk * parts * sizeof(int32_t));
-    if (rc) {
-        moe_perm_free(ops, p);
-        return rc;
-    }
-    p->rows_d = p->dev;
-    p->w_d = (const float *)((const int32_t *)p->dev + nk);
-    p->iota_d = with_iota ? (const int32_t *)p->dev + 2 * (size_t)nk : NULL;
     return 0;
 }
 
-/* Router logits z (n, E), experts ex (n, K) and weights w (n, K) on the host, and their
- * permutation */
-static int moe_route(const struct ds_model *m, const struct ds_layer *y, const void *x, int n, float *z, int32_t *ex,
-                     float *w, int with_iota, struct moe_perm *p) {
-    int rc = moe_router_logits(m, y, x, n, z);
-    if (!rc) rc = ds_route(&m->cfg, y->router_bias, z, n, ex, w);
-    if (!rc) rc = moe_perm_build(m, ex, w, n, with_iota, p);
+/* c->h, c->a of the MLP p for x (n, C) */
+static int moe_mlp_hidden(const struct ds_model *m, const struct ds_mlp *p, const void *x, int n,
+                          const struct moe_call *c) {
+    const struct ops *ops = m->ops;
+    int rc = ops->matmul(c->h, x, p->gu, n, 2 * p->F, m->cfg.C, 0, 1, 1.0f, 0.0f, 0, 0, 0);
+    if (!rc) rc = ops->swiglu_forward(c->a, c->h, n, p->F);
     return rc;
 }
 
-/* rows·F of the largest MLP call of one MoE layer: the shared experts on all n rows or
- * one routed expert on its rows */
-static size_t moe_rows_f(const struct ds_model *m, const struct ds_layer *y, int n, int max_ne) {
-    size_t most = y->shared.gu ? (size_t)n * y->shared.F : 0;
-    for (int e = 0; e < m->cfg.n_routed; e++)
-        if ((size_t)max_ne * y->experts[e].F > most) most = (size_t)max_ne * y->experts[e].F;
-    return most;
+/* out (n, C) = down(silu(gate(x)) ⊙ up(x)) for x (n, C); leaves x's hidden activations in c */
+static int moe_mlp_forward(const struct ds_model *m, const struct ds_mlp *p, const void *x, int n, void *out,
+                           const struct moe_call *c) {
+    int rc = moe_mlp_hidden(m, p, x, n, c);
+    if (!rc) rc = m->ops->matmul(out, c->a, p->down, n, m->cfg.C, p->F, 0, 1, 1.0f, 0.0f, 0, 0, 0);
+    return rc;
+}
+
+/* Backward of one SwiGLU MLP from x's hidden activations in c (moe_mlp_hidden):
+ * g->down += dyᵀ·a, g->gu += dhᵀ·x, dx = dh·gu (+ dx when accumulate). */
+static int moe_mlp_backward(const struct ds_model *m, const struct ds_mlp *p, struct ds_mlp *g, const void *x, int n,
+                            const void *dy, void *dx, int accumulate, const struct moe_call *c) {
+    const struct ops *ops = m->ops;
+    int C = m->cfg.C, F = p->F;
+    int rc = ops->matmul(g->down, dy, c->a, C, F, n, 1, 0, 1.0f, 1.0f, 0, 0, 0);
+    if (!rc) rc = ops->matmul(c->da, dy, p->down, n, F, C, 0, 0, 1.0f, 0.0f, 0, 0, 0);
+    if (!rc) rc = ops->swiglu_backward(c->dh, c->da, c->h, n, F);
+    if (!rc) rc = ops->matmul(g->gu, c->dh, x, 2 * F, C, n, 1, 0, 1.0f, 1.0f, 0, 0, 0);
+    if (!rc) rc = ops->matmul(dx, c->dh, p->gu, n, C, 2 * F, 0, 0, 1.0f, accumulate ? 1.0f : 0.0f, 0, 0, 0);
+    return rc;
+}
+
+/* The dense MLP of a layer without experts: out = MLP(x), or (dout != NULL) its
+ * backward with out = dx */
+static int moe_dense(const struct ds_model *m, const struct ds_layer *y, struct ds_layer *g, const void *x, int n,
+                     const void *dout, void *out) {
+    struct moe_call c;
+    int rc = moe_call_init(m, y, n, dout != NULL, &c);
+    if (!rc && !dout) rc = moe_mlp_forward(m, &y->dense, x, n, out, &c);
+    if (!rc && dout) rc = moe_mlp_hidden(m, &y->dense, x, n, &c);
+    if (!rc && dout) rc = moe_mlp_backward(m, &y->dense, &g->dense, x, n, dout, out, 0, &c);
+    moe_call_free(m->ops, &c);
+    return rc;
+}
+
+/* The routing as one permutation of the nk (row, choice) pairs, sorted by expert
+ * (counting sort, stable: ascending row within an expert): offsets and slots on the
+ * host, rows, weights (and iota = 0, 1, … for the backward) copied to the backend in
+ * one upload. */
+static int moe_perm_build(const struct ds_model *m, int backward, struct moe_call *c) {
+    int E = m->cfg.n_routed, K = m->cfg.top_k, nk = c->nk;
+    int32_t *rows = c->perm, *iota = c->perm + 2 * (size_t)nk;
+    float *w = (float *)(c->perm + nk);
+    memset(c->off, 0, (size_t)(E + 1) * sizeof(int));
+    for (int i = 0; i < nk; i++) {
+        if (c->ex[i] < 0 || c->ex[i] >= E)
+            return sushi_error(SUSHI_EINVAL, "moe: row %d chose expert %d, outside [0, %d)", i / K, c->ex[i], E);
+        c->off[c->ex[i] + 1]++;
+    }
+    for (int e = 0; e < E; e++) c->off[e + 1] += c->off[e];
+    memcpy(c->next, c->off, (size_t)E * sizeof(int));
+    for (int i = 0; i < nk; i++) {
+        int at = c->next[c->ex[i]]++;
+        rows[at] = i / K;
+        w[at] = c->w[i];
+        c->slot[at] = i;
+    }
+    if (backward)
+        for (int i = 0; i < nk; i++) iota[i] = i;
+    int rc = m->ops->to_device(c->perm_d, c->perm, (size_t)(backward ? 3 : 2) * nk * sizeof(int32_t));
+    c->rows_d = c->perm_d;
+    c->w_d = (const float *)(c->perm_d + nk);
+    c->iota_d = backward ? c->perm_d + 2 * (size_t)nk : NULL;
+    return rc;
+}
+
+/* router logits z (n, E) f32 on the host, chosen experts and weights (n, K), and their
+ * permutation */
+static int moe_route(const struct ds_model *m, const struct ds_layer *y, const void *x, int n, int backward,
+                     struct moe_call *c) {
+    const struct ops *ops = m->ops;
+    size_t E = (size_t)m->cfg.n_routed;
+    int rc = ops->matmul(c->za, x, y->router, n, (int)E, m->cfg.C, 0, 1, 1.0f, 0.0f, 0, 0, 0);
+    if (!rc) rc = ops->act_to_f32(c->zf, c->za, (size_t)n * E);
+    if (!rc) rc = ops->to_host(c->z, c->zf, (size_t)n * E * sizeof(float));
+    if (!rc) rc = ds_route(&m->cfg, y->router_bias, c->z, n, c->ex, c->w);
+    if (!rc) rc = moe_perm_build(m, backward, c);
+    return rc;
 }
 
 int ds_ffn_forward(struct ds_model *m, int l, const void *x, int n, void *out) {
@@ -285,38 +276,21 @@ int ds_ffn_forward(struct ds_model *m, int l, const void *x, int n, void *out) {
     const struct ds_layer *y = &m->layers[l];
     if (!y->moe) return moe_dense(m, y, NULL, x, n, NULL, out);
     const struct ops *ops = m->ops;
-    size_t es = dtype_size(ops->act_dtype);
-    int C = m->cfg.C, K = m->cfg.top_k;
-    struct moe_perm p = {0};
-    struct moe_scratch s = {0};
-    void *xe = NULL, *ye = NULL;
-    float *z = malloc((size_t)n * m->cfg.n_routed * sizeof(float)), *w = malloc((size_t)n * K * sizeof(float));
-    int32_t *ex = malloc((size_t)n * K * sizeof(int32_t));
-    int rc = (!z || !w || !ex) ? sushi_error(SUSHI_ENOMEM, "ffn_forward: out of memory") : 0;
-    if (!rc) rc = moe_route(m, y, x, n, z, ex, w, 0, &p);
-    if (!rc) rc = moe_scratch_init(ops, &s, moe_rows_f(m, y, n, p.max_ne), 0);
-    if (!rc) {
-        xe = ops->alloc((size_t)p.max_ne * C * es);
-        ye = ops->alloc((size_t)p.max_ne * C * es);
-        if (!xe || !ye) rc = sushi_error(SUSHI_ENOMEM, "ffn_forward: out of backend memory for %d rows", p.max_ne);
-    }
-    if (!rc && y->shared.gu) rc = moe_mlp_forward(m, &y->shared, x, n, out, &s);
+    int C = m->cfg.C;
+    struct moe_call c;
+    int rc = moe_call_init(m, y, n, 0, &c);
+    if (!rc) rc = moe_route(m, y, x, n, 0, &c);
+    if (!rc && y->shared.gu) rc = moe_mlp_forward(m, &y->shared, x, n, out, &c);
     else if (!rc) rc = ops->fill(out, 0.0f, (size_t)n * C);
     /* out += w · E_e(x rows) per expert, experts and rows ascending */
     for (int e = 0; !rc && e < m->cfg.n_routed; e++) {
-        int o = p.off[e], ne = p.off[e + 1] - o;
+        int o = c.off[e], ne = c.off[e + 1] - o;
         if (!ne) continue;
-        rc = ops->gather_rows(xe, x, p.rows_d + o, ne, n, C);
-        if (!rc) rc = moe_mlp_forward(m, &y->experts[e], xe, ne, ye, &s);
-        if (!rc) rc = ops->scatter_add_rows(out, ye, p.rows_d + o, p.w_d + o, ne, n, C);
+        rc = ops->gather_rows(c.xe, x, c.rows_d + o, ne, n, C);
+        if (!rc) rc = moe_mlp_forward(m, &y->experts[e], c.xe, ne, c.ye, &c);
+        if (!rc) rc = ops->scatter_add_rows(out, c.ye, c.rows_d + o, c.w_d + o, ne, n, C);
     }
-    free(z);
-    free(w);
-    free(ex);
-    if (xe) ops->free(xe);
-    if (ye) ops->free(ye);
-    moe_scratch_free(ops, &s);
-    moe_perm_free(ops, &p);
+    moe_call_free(ops, &c);
     return rc;
 }
 
@@ -353,74 +327,53 @@ static void moe_router_backward(const struct ds_config *c, const float *z, const
 }
 
 
-/* Backward of one MoE layer. Per expert e, with the routed rows gathered once:
+/* Backward of one MoE layer. Per expert e, with its rows gathered:
  *   dy_e = w ⊙ dout rows (scatter_add_rows onto zeros through iota),
- *   d w  = dout rows · E_e(x rows) (rows_dot, one download for the layer),
- *   expert gradients and dx_e by moe_mlp_backward, dx rows += dx_e (scatter_add_rows).
- * The router's gradient goes through the host (moe_router_backward) as (n, E) logits. */
+ *   d w  = dout rows · E_e(x rows) (rows_dot; one download for the layer),
+ *   expert gradients and dx_e (moe_mlp_backward), dx rows += dx_e (scatter_add_rows).
+ * The router's gradient goes through the host (moe_router_backward): only the (n, E)
+ * logits and their gradient and the (n, K) d weights cross. */
 int ds_ffn_backward(struct ds_model *m, int l, const void *x, int n, const void *dout, struct ds_layer *g, void *dx) {
     if (!m || !x || !dout || !g || !dx || l < 0 || l >= m->cfg.L || n < 1)
         return sushi_error(SUSHI_EINVAL, "ffn_backward: bad argument");
-    const struct ds_config *c = &m->cfg;
+    const struct ds_config *cf = &m->cfg;
     const struct ds_layer *y = &m->layers[l];
     const struct ops *ops = m->ops;
     if (!y->moe) return moe_dense(m, y, g, x, n, dout, dx);
-    if (c->n_routed > 1024 || c->top_k > 64)
+    if (cf->n_routed > 1024 || cf->top_k > 64)
         return sushi_error(SUSHI_EUNSUPPORTED, "ffn_backward: at most 1024 experts, top-64");
-    size_t es = dtype_size(ops->act_dtype);
-    int C = c->C, K = c->top_k, E = c->n_routed;
-    struct moe_perm p = {0};
-    struct moe_scratch s = {0};
-    float *z = malloc((size_t)n * E * sizeof(float)), *w = malloc((size_t)n * K * sizeof(float));
-    float *dw = malloc((size_t)n * K * sizeof(float)), *dz = malloc((size_t)n * E * sizeof(float));
-    float *dws = malloc((size_t)n * K * sizeof(float));
-    int32_t *ex = malloc((size_t)n * K * sizeof(int32_t));
-    void *dza = ops->alloc((size_t)n * E * es);
-    float *dzf = ops->alloc((size_t)n * E * sizeof(float)), *dws_d = ops->alloc((size_t)n * K * sizeof(float));
-    void *xe = NULL, *ye = NULL, *dye = NULL, *dxe = NULL;
-    int rc = (!z || !w || !dw || !dz || !dws || !ex || !dza || !dzf || !dws_d)
-                 ? sushi_error(SUSHI_ENOMEM, "ffn_backward: out of memory") : 0;
-    if (!rc) rc = moe_route(m, y, x, n, z, ex, w, 1, &p);
-    if (!rc) rc = moe_scratch_init(ops, &s, moe_rows_f(m, y, n, p.max_ne), 1);
-    if (!rc) {
-        size_t bytes = (size_t)p.max_ne * C * es;
-        xe = ops->alloc(bytes), ye = ops->alloc(bytes), dye = ops->alloc(bytes), dxe = ops->alloc(bytes);
-        if (!xe || !ye || !dye || !dxe)
-            rc = sushi_error(SUSHI_ENOMEM, "ffn_backward: out of backend memory for %d rows", p.max_ne);
-    }
+    int C = cf->C, E = cf->n_routed;
+    struct moe_call c;
+    int rc = moe_call_init(m, y, n, 1, &c);
+    if (!rc) rc = moe_route(m, y, x, n, 1, &c);
     if (!rc && y->shared.gu) {
-        rc = moe_mlp_hidden(m, &y->shared, x, n, &s);
-        if (!rc) rc = moe_mlp_backward(m, &y->shared, &g->shared, x, n, dout, dx, 0, &s);
+        rc = moe_mlp_hidden(m, &y->shared, x, n, &c);
+        if (!rc) rc = moe_mlp_backward(m, &y->shared, &g->shared, x, n, dout, dx, 0, &c);
     } else if (!rc) {
         rc = ops->fill(dx, 0.0f, (size_t)n * C);
     }
     for (int e = 0; !rc && e < E; e++) {
-        int o = p.off[e], ne = p.off[e + 1] - o;
+        int o = c.off[e], ne = c.off[e + 1] - o;
         if (!ne) continue;
-        const int32_t *rows = p.rows_d + o;
-        rc = ops->gather_rows(xe, x, rows, ne, n, C);
-        if (!rc) rc = ops->gather_rows(dxe, dout, rows, ne, n, C);   /* dxe: dout rows, until the MLP's dx */
-        if (!rc) rc = ops->fill(dye, 0.0f, (size_t)ne * C);
-        if (!rc) rc = ops->scatter_add_rows(dye, dxe, p.iota_d, p.w_d + o, ne, ne, C);
-        if (!rc) rc = moe_mlp_forward(m, &y->experts[e], xe, ne, ye, &s);
-        if (!rc) rc = ops->rows_dot(dws_d + o, dout, rows, ye, ne, n, C);
-        if (!rc) rc = moe_mlp_backward(m, &y->experts[e], &g->experts[e], xe, ne, dye, dxe, 0, &s);
-        if (!rc) rc = ops->scatter_add_rows(dx, dxe, rows, NULL, ne, n, C);
+        const int32_t *rows = c.rows_d + o;
+        rc = ops->gather_rows(c.xe, x, rows, ne, n, C);
+        if (!rc) rc = ops->gather_rows(c.dxe, dout, rows, ne, n, C); /* dout rows, until the expert's dx */
+        if (!rc) rc = ops->fill(c.dye, 0.0f, (size_t)ne * C);
+        if (!rc) rc = ops->scatter_add_rows(c.dye, c.dxe, c.iota_d, c.w_d + o, ne, ne, C);
+        if (!rc) rc = moe_mlp_forward(m, &y->experts[e], c.xe, ne, c.ye, &c);
+        if (!rc) rc = ops->rows_dot(c.dws_d + o, dout, rows, c.ye, ne, n, C);
+        if (!rc) rc = moe_mlp_backward(m, &y->experts[e], &g->experts[e], c.xe, ne, c.dye, c.dxe, 0, &c);
+        if (!rc) rc = ops->scatter_add_rows(dx, c.dxe, rows, NULL, ne, n, C);
     }
-    if (!rc) rc = ops->to_host(dws, dws_d, (size_t)p.nk * sizeof(float));
+    if (!rc) rc = ops->to_host(c.dws, c.dws_d, (size_t)c.nk * sizeof(float));
     if (!rc) {
-        for (int i = 0; i < p.nk; i++) dw[p.slot[i]] = dws[i];
-        moe_router_backward(c, z, ex, dw, n, dz);
-        rc = ops->to_device(dzf, dz, (size_t)n * E * sizeof(float));
+        for (int i = 0; i < c.nk; i++) c.dw[c.slot[i]] = c.dws[i];
+        moe_router_backward(cf, c.z, c.ex, c.dw, n, c.dz);
+        rc = ops->to_device(c.zf, c.dz, (size_t)n * E * sizeof(float));
     }
-    if (!rc) rc = ops->f32_to_act(dza, dzf, (size_t)n * E);
-    if (!rc) rc = ops->matmul(g->router, dza, x, E, C, n, 1, 0, 1.0f, 1.0f, 0, 0, 0);
-    if (!rc) rc = ops->matmul(dx, dza, y->router, n, C, E, 0, 0, 1.0f, 1.0f, 0, 0, 0);
-    free(z); free(w); free(dw); free(dz); free(dws); free(ex);
-    void *all[] = {xe, ye, dye, dxe, dza, dzf, dws_d};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i]) ops->free(all[i]);
-    moe_scratch_free(ops, &s);
-    moe_perm_free(ops, &p);
+    if (!rc) rc = ops->f32_to_act(c.za, c.zf, (size_t)n * E);
+    if (!rc) rc = ops->matmul(g->router, c.za, x, E, C, n, 1, 0, 1.0f, 1.0f, 0, 0, 0);
+    if (!rc) rc = ops->matmul(dx, c.za, y->router, n, C, E, 0, 0, 1.0f, 1.0f, 0, 0, 0);
+    moe_call_free(ops, &c);
     return rc;
 }
