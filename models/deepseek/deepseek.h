@@ -250,7 +250,7 @@ typedef int (*ds_score_tick_fn)(void *ctx);
 struct ds_scorer {
     struct ds_model *m;
     int rows, K;                /* capacity of the row buffers (real positions) and of K */
-    int chunk;                  /* rows per LM-head / top-K chunk, (chunk, V) logits at a time */
+    int chunk;                  /* rows per LM-head / top-K chunk (may be lowered between calls) */
     struct ds_cache kc;         /* one sequence's MLA cache */
     int32_t *ids;               /* (rows) backend */
     void *x, *xn, *d;           /* (rows, C) act: residual stream, norm output, block output */

@@ -17,8 +17,11 @@
 
 #define AT(p, off) ((void *)((char *)(p) + (size_t)(off) * es))
 
-/* the (chunk, V) act logits take at most this many bytes */
-#define SCORE_LOGITS_BYTES ((size_t)512 << 20)
+/* the (chunk, V) act logits take at most this many bytes: on a GPU few large chunks (one
+ * for 8×1024 positions of a 32K vocabulary in bf16); on the CPU, where a chunk of a few
+ * hundred rows keeps the matmul as fast, little host memory */
+#define SCORE_LOGITS_BYTES_GPU ((size_t)512 << 20)
+#define SCORE_LOGITS_BYTES_CPU ((size_t)64 << 20)
 
 int ds_scorer_init(struct ds_scorer *s, struct ds_model *m) {
     if (!s || !m || !m->ops) return sushi_error(SUSHI_EINVAL, "ds_scorer_init: NULL argument");
@@ -73,7 +76,8 @@ static int score_reserve(struct ds_scorer *s, int n, int K) {
         score_free_rows(s);
         score_free_k(s);
         size_t N = (size_t)n, C = (size_t)c->C, V = (size_t)c->vocab;
-        size_t chunk = SCORE_LOGITS_BYTES / (V * es);
+        size_t budget = strcmp(o->name, "cpu") ? SCORE_LOGITS_BYTES_GPU : SCORE_LOGITS_BYTES_CPU;
+        size_t chunk = budget / (V * es);
         chunk = chunk < 1 ? 1 : chunk > N ? N : chunk;
         s->ids = o->alloc(N * sizeof(int32_t));
         s->x = o->alloc(N * C * es);

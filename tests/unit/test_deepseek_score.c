@@ -4,11 +4,12 @@
  * V3- and V2-flavour checkpoints written by the PyTorch oracle (tests/oracle/
  * deepseek_ref.py, run by $SUSHI_PYTHON or /usr/bin/python3): on the CPU backend ids
  * identical, logprobs and tails within 1e-5, padding positions −1 / 0 / 0, with lengths
- * and doc_ids, K = V, a temperature ≠ 1, and the scorer's buffers reused across batches
- * of other shapes; the tick callback runs and stops scoring when it returns nonzero; bad
- * arguments are refused by name. When a GPU is usable, the CUDA backend's batched scores
- * of the same checkpoint agree with the CPU's within bf16 precision (top-1
- * log-probabilities and tails within 0.1, the same top-1 id at ≥ 80% of positions). */
+ * and doc_ids, K = V, a temperature ≠ 1, the LM head and top-K in several chunks, and
+ * the scorer's buffers reused across batches of other shapes; the tick callback runs
+ * and stops scoring when it returns nonzero; bad arguments are refused by name. When a
+ * GPU is usable, the CUDA backend's batched scores of the same checkpoint agree with the
+ * CPU's within bf16 precision (top-1 log-probabilities and tails within 0.1, the same
+ * top-1 id at ≥ 80% of positions). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -171,7 +172,8 @@ static void check_flavour(const char *flavour, int seed) {
     b = batch_new(4, 24, V, NULL, seg4, 2u + seed);
     check_batch(&s, &m, &b, V, 1.0f);
     batch_free(&b);
-    /* a smaller one again in the same buffers: whole rows */
+    /* a smaller one again in the same buffers: whole rows, the head in chunks of 5 rows */
+    s.chunk = 5;
     b = batch_new(2, 9, V, NULL, NULL, 3u + seed);
     check_batch(&s, &m, &b, 4, 0.8f);
     batch_free(&b);
