@@ -44,6 +44,7 @@ CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),)
 ifneq ($(NVCC),)
   HAVE_CUDA := 1
   NVCCFLAGS ?= -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
+               -gencode=arch=compute_75,code=compute_75 \
                -Xcompiler -Wall,-Wextra -I. -DSUSHI_CUDA=1
   EXT_cuda  := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
 else

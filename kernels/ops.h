@@ -6,7 +6,8 @@
  * - Row-major. B batch, T tokens, N = B·T rows, C width, H query heads, G key/value
  *   heads, V vocabulary.
  * - `act` buffers (activations, weights used in compute, gradients) hold the backend's
- *   activation dtype `ops->act_dtype`: f32 on the CPU, bf16 on the GPU. Master weights
+ *   activation dtype `ops->act_dtype`: f32 on the CPU, bf16 on the GPU (f16 on GPUs
+ *   without bf16, chosen at start-up; SUSHI_CUDA_DTYPE=bf16|f16 overrides). Master weights
  *   and optimizer moments are always f32. Pointers are device pointers for CUDA.
  * - Index buffers (ids, targets, positions, doc ids, top-k ids) are int32 in the
  *   backend's memory.

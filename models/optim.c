@@ -218,6 +218,9 @@ int optim_step_multi(struct optim *o, const struct optim_buf *bufs, int nb) {
             for (int s = 0; s < ns; s++) {
                 size_t off = seg[s][0];
                 a.n = seg[s][1];
+                /* the kernel's random bits hash (seed, step, index within the call): fold the
+                 * segment's place in the whole parameter vector into the seed */
+                a.seed = o->cfg.seed ^ (uint32_t)((mo + off) * 0x9E3779B97F4A7C15ull >> 32);
                 void *p = x->param ? (char *)x->param + off * es : NULL;
                 rc = ops->adamw(x->master + off, p, (const char *)x->grad + off * es, o->m + mo + off,
                             o->v + mo + off, &a);
