@@ -175,6 +175,7 @@ static int parse_args(int argc, char **argv, struct opts *o) {
 
 int main(int argc, char **argv) {
     double start = now_s();
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines reach a log even when a timeout ends the run */
     struct opts o;
     int prc = parse_args(argc, argv, &o);
     if (prc) return prc == 1 ? 0 : prc;

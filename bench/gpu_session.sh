@@ -42,7 +42,7 @@ step() {
   lim=$((want < rest ? want : rest))
   t=$(date +%s)
   echo "== $name (limit ${lim}s)" | tee -a "$log"
-  timeout -k 10 "$lim" "$@" >>"$log" 2>&1
+  timeout -k 10 "$lim" stdbuf -oL -eL "$@" >>"$log" 2>&1   # line-buffered: a timed-out step keeps its lines
   rc=$?
   note "== $name: rc $rc in $(($(date +%s) - t))s$([ $rc = 124 ] && echo ' (timed out)')"
   return $rc
