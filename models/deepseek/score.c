@@ -6,7 +6,8 @@
  * train.c's forward does. The LM head and the top-K (ops->topk, on the backend) run in
  * chunks of rows so the (rows, V) logits never need to exist at once; the host receives
  * the (n, K) ids and log-probabilities and the (n) tails, and spreads them back over
- * [B,T] with the padding values. */
+ * [B,T] with the padding values. A K the backend's top-K does not keep (the CUDA
+ * kernel's K ≤ 256) is computed on the host from the chunk's logits instead. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -191,6 +192,26 @@ static int score_body(struct ds_scorer *s, int n, int n_seg) {
     return rc;
 }
 
+/* The top-K of the cn logit rows in s->logits on the host, into the backend outputs at
+ * row r0: for a K the backend's op does not keep (the CUDA kernel's K ≤ 256). */
+static int score_topk_host(struct ds_scorer *s, int r0, int cn, int K, float temp) {
+    const struct ops *o = s->m->ops;
+    size_t V = (size_t)s->m->cfg.vocab, nz = (size_t)cn * V, nk = (size_t)cn * K;
+    float *dz = o->alloc(nz * sizeof(float)), *hz = malloc(nz * sizeof(float));
+    int rc = (!dz || !hz) ? sushi_error(SUSHI_ENOMEM, "ds_score_batch: out of memory for %d rows of logits", cn) : 0;
+    if (!rc) rc = o->act_to_f32(dz, s->logits, nz);
+    if (!rc) rc = o->to_host(hz, dz, nz * sizeof(float));
+    int32_t *ids = s->h_top + (size_t)r0 * K;
+    float *lp = s->h_lp + (size_t)r0 * K, *tail = s->h_tail + r0;
+    if (!rc) rc = ops_cpu()->topk(ids, lp, tail, hz, cn, (int)V, (int)V, K, temp);
+    if (!rc) rc = o->to_device(s->top + (size_t)r0 * K, ids, nk * sizeof(int32_t));
+    if (!rc) rc = o->to_device(s->lp + (size_t)r0 * K, lp, nk * sizeof(float));
+    if (!rc) rc = o->to_device(s->tail + r0, tail, (size_t)cn * sizeof(float));
+    if (dz) o->free(dz);
+    free(hz);
+    return rc;
+}
+
 /* LM head and top-K chunk by chunk, then the (n, K) results to the host copies */
 static int score_head(struct ds_scorer *s, int n, int K, float temp) {
     struct ds_model *m = s->m;
@@ -205,6 +226,7 @@ static int score_head(struct ds_scorer *s, int n, int K, float temp) {
         if (!rc)
             rc = o->topk(s->top + (size_t)r0 * K, s->lp + (size_t)r0 * K, s->tail + r0, s->logits, cn, c->vocab,
                          c->vocab, K, temp);
+        if (rc == SUSHI_EUNSUPPORTED) rc = score_topk_host(s, r0, cn, K, temp);
     }
     size_t NK = (size_t)n * K;
     if (!rc) rc = o->to_host(s->h_top, s->top, NK * sizeof(int32_t));

@@ -6,7 +6,8 @@
  * identical, logprobs and tails within 1e-5, padding positions −1 / 0 / 0, with lengths
  * and doc_ids, K = V, a temperature ≠ 1, the LM head and top-K in several chunks, and
  * the scorer's buffers reused across batches of other shapes; the tick callback runs
- * and stops scoring when it returns nonzero; bad arguments are refused by name. When a
+ * and stops scoring when it returns nonzero; a K the backend's top-K refuses as
+ * unsupported is computed on the host; bad arguments are refused by name. When a
  * GPU is usable, the CUDA backend's batched scores of the same checkpoint agree with the
  * CPU's within bf16 precision (top-1 log-probabilities and tails within 0.1, the same
  * top-1 id at ≥ 80% of positions). */
@@ -193,6 +194,35 @@ static void test_v2_batch_equals_sequences(void **state) {
     check_flavour("v2", 32);
 }
 
+/* the CPU table with a top-K that keeps K ≤ 4 only, as the CUDA one keeps K ≤ 256 */
+static struct ops limited;
+static int limited_topk(int32_t *ids, float *lp, float *tail, const void *z, int N, int V, int Vp, int K, float T) {
+    if (K > 4) return sushi_error(SUSHI_EUNSUPPORTED, "limited topk: K %d above 4", K);
+    return ops_cpu()->topk(ids, lp, tail, z, N, V, Vp, K, T);
+}
+
+static void test_topk_fallback(void **state) {
+    (void)state;
+    if (!have_torch()) skip();
+    limited = *ops_cpu();
+    limited.topk = limited_topk;
+    char *dir = ds_fixture("v2", 35);
+    struct ds_model m;
+    assert_int_equal(ds_load(&m, dir, &limited, MAX_SEQ), 0);
+    struct ds_scorer s;
+    assert_int_equal(ds_scorer_init(&s, &m), 0);
+    const int len3[3] = {16, 7, 12}, seg3[3] = {4, 0, 5};
+    struct batch b = batch_new(3, 16, m.cfg.vocab, len3, seg3, 41);
+    check_batch(&s, &m, &b, 3, 1.0f);     /* the backend's op */
+    s.chunk = 6;
+    check_batch(&s, &m, &b, 10, 1.5f);    /* the host's, chunk by chunk */
+    batch_free(&b);
+    ds_scorer_free(&s);
+    ds_free(&m);
+    fs_remove_tree(dir);
+    free(dir);
+}
+
 static int stop_tick(void *ctx) {
     return ++*(int *)ctx >= 3 ? 1 : 0;
 }
@@ -309,6 +339,7 @@ int main(void) {
         cmocka_unit_test(test_v3_batch_equals_sequences),
         cmocka_unit_test(test_v2_batch_equals_sequences),
         cmocka_unit_test(test_refusals_and_stop),
+        cmocka_unit_test(test_topk_fallback),
         cmocka_unit_test(test_cuda_matches_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
