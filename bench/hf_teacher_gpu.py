@@ -16,6 +16,18 @@ import sys
 import time
 
 
+def load(cls, d, dtype, attn, dev):
+    """from_pretrained straight onto the device where this transformers can (device_map),
+    else onto the host and then moved; transformers 4.x spells dtype torch_dtype"""
+    last = None
+    for kw in (dict(dtype=dtype, device_map=dev), dict(dtype=dtype), dict(torch_dtype=dtype)):
+        try:
+            return cls.from_pretrained(d, attn_implementation=attn, **kw).to(dev).eval()
+        except (TypeError, ValueError, ImportError) as e:
+            last = e
+    raise last
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -38,11 +50,7 @@ def main():
     dev = "cuda" if cuda else "cpu"
     dtype = torch.bfloat16 if cuda else torch.float32
     t0 = time.perf_counter()
-    try:
-        model = DeepseekV3ForCausalLM.from_pretrained(a.dir, dtype=dtype, attn_implementation=a.attn)
-    except TypeError:  # transformers 4.x spells it torch_dtype
-        model = DeepseekV3ForCausalLM.from_pretrained(a.dir, torch_dtype=dtype, attn_implementation=a.attn)
-    model = model.to(dev).eval()
+    model = load(DeepseekV3ForCausalLM, a.dir, dtype, a.attn, dev)
     load_s = time.perf_counter() - t0
     ids = np.fromfile(a.tokens, dtype="<i4")
     if ids.size != a.B * a.T:
