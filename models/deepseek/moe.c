@@ -4,8 +4,11 @@
  * scores set to 0 (not −inf, as HF does) before the top-k; weights are the unbiased
  * scores, optionally renormalised (+1e-20), times routed_scaling_factor.
  * V2 — softmax scores, `greedy` or `group_limited_greedy` (group score = max), weights
- * times routed_scaling_factor; HF's V2 never renormalises. Experts run on the rows
- * routed to them; y = Σ w_e·E_e(x) + shared(x). */
+ * times routed_scaling_factor; HF's V2 never renormalises. y = Σ w_e·E_e(x) + shared(x).
+ * Routing is computed on the host; the routed (row, choice) pairs become one permutation
+ * sorted by expert, uploaded once per layer call, and each expert runs on its rows
+ * through gather_rows → SwiGLU → scatter_add_rows (experts and rows ascending, so the
+ * sums' order is fixed). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,20 +124,14 @@ struct moe_call {
     const float *w_d;
 };
 
-struct moe_part {
-    void **p;
-    size_t bytes;            /* 0: *p = NULL */
-};
-
-/* one allocation holding every part (256-byte aligned); NULL when out of memory */
-static void *moe_carve(struct moe_part *parts, int count, void *(*alloc)(size_t)) {
-    size_t total = 0, at[16]; /* count ≤ 16 */
-    for (int i = 0; i < count; i++) {
-        at[i] = total;
-        total += (parts[i].bytes + 255) & ~(size_t)255;
-    }
+/* one allocation holding `count` parts of the given sizes (256-byte aligned); part i at
+ * parts[i] (NULL when it has 0 bytes). NULL when out of memory. */
+static void *moe_carve(const size_t *bytes, int count, void *(*alloc)(size_t), void **parts) {
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += (bytes[i] + 255) & ~(size_t)255;
     char *base = alloc(total ? total : 1);
-    for (int i = 0; base && i < count; i++) *parts[i].p = parts[i].bytes ? base + at[i] : NULL;
+    for (size_t i = 0, at = 0; base && i < (size_t)count; at += (bytes[i] + 255) & ~(size_t)255, i++)
+        parts[i] = bytes[i] ? base + at : NULL;
     return base;
 }
 
@@ -158,26 +155,26 @@ static int moe_call_init(const struct ds_model *m, const struct ds_layer *y, int
     const struct ops *ops = m->ops;
     size_t es = dtype_size(ops->act_dtype), N = (size_t)n, C = (size_t)m->cfg.C, F = (size_t)moe_width(m, y);
     size_t E = y->moe ? (size_t)m->cfg.n_routed : 0, nk = y->moe ? N * m->cfg.top_k : 0, b = backward ? 1 : 0;
+    size_t nc = y->moe ? N * C * es : 0, i4 = sizeof(int32_t);
     memset(c, 0, sizeof *c);
     c->nk = (int)nk;
-    struct moe_part host[] = {
-        {(void **)&c->z, N * E * 4}, {(void **)&c->dz, b * N * E * 4}, {(void **)&c->w, nk * 4},
-        {(void **)&c->dw, b * nk * 4}, {(void **)&c->ex, nk * 4}, {(void **)&c->off, y->moe ? (E + 1) * sizeof(int) : 0},
-        {(void **)&c->next, E * sizeof(int)},
-        {(void **)&c->slot, nk * sizeof(int)}, {(void **)&c->dws, b * nk * 4}, {(void **)&c->perm, (2 + b) * nk * 4},
-    };
-    struct moe_part dev[] = {
-        {&c->h, N * 2 * F * es}, {&c->a, N * F * es}, {&c->da, b * N * F * es}, {&c->dh, b * N * 2 * F * es},
-        {&c->xe, y->moe ? N * C * es : 0}, {&c->ye, y->moe ? N * C * es : 0}, {&c->dye, y->moe ? b * N * C * es : 0},
-        {&c->dxe, y->moe ? b * N * C * es : 0}, {&c->za, N * E * es}, {(void **)&c->zf, N * E * 4},
-        {(void **)&c->dws_d, b * nk * 4}, {(void **)&c->perm_d, (2 + b) * nk * 4},
-    };
-    c->host = moe_carve(host, (int)(sizeof host / sizeof host[0]), malloc);
-    c->dev = moe_carve(dev, (int)(sizeof dev / sizeof dev[0]), ops->alloc);
+    /* host: z dz w dw ex off next slot dws perm */
+    const size_t hb[] = {N * E * 4, b * N * E * 4, nk * 4, b * nk * 4, nk * i4, y->moe ? (E + 1) * sizeof(int) : 0,
+                         E * sizeof(int), nk * sizeof(int), b * nk * 4, (2 + b) * nk * i4};
+    /* backend: h a da dh xe ye dye dxe za zf dws_d perm_d */
+    const size_t db[] = {N * 2 * F * es, N * F * es, b * N * F * es, b * N * 2 * F * es, nc, nc, b * nc, b * nc,
+                         N * E * es, N * E * 4, b * nk * 4, (2 + b) * nk * i4};
+    void *hp[sizeof hb / sizeof hb[0]], *dp[sizeof db / sizeof db[0]];
+    c->host = moe_carve(hb, (int)(sizeof hb / sizeof hb[0]), malloc, hp);
+    c->dev = moe_carve(db, (int)(sizeof db / sizeof db[0]), ops->alloc, dp);
     if (!c->host || !c->dev) {
         moe_call_free(ops, c);
-        return sushi_error(SUSHI_ENOMEM, "moe: out of memory for layer buffers of %d rows", n);
+        return sushi_error(SUSHI_ENOMEM, "moe: out of memory for the buffers of a layer call on %d rows", n);
     }
+    c->z = hp[0], c->dz = hp[1], c->w = hp[2], c->dw = hp[3], c->ex = hp[4];
+    c->off = hp[5], c->next = hp[6], c->slot = hp[7], c->dws = hp[8], c->perm = hp[9];
+    c->h = dp[0], c->a = dp[1], c->da = dp[2], c->dh = dp[3], c->xe = dp[4], c->ye = dp[5];
+    c->dye = dp[6], c->dxe = dp[7], c->za = dp[8], c->zf = dp[9], c->dws_d = dp[10], c->perm_d = dp[11];
     return 0;
 }
 
