@@ -215,10 +215,10 @@ static struct dbuf dbuf_new(const void *host, size_t bytes) {
     return d;
 }
 
-/* act buffer holding the f32 values x (n) */
+/* act buffer of n values: x (host f32), or guard-byte garbage when x is NULL */
 static struct dbuf dbuf_act(const float *x, size_t n) {
     struct dbuf d = dbuf_new(NULL, (n ? n : 1) * dtype_size(gpu->act_dtype));
-    if (n) assert_int_equal(gpu->f32_to_act(d.p, x, n), 0);
+    if (x && n) assert_int_equal(gpu->f32_to_act(d.p, x, n), 0);
     return d;
 }
 
