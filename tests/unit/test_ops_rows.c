@@ -6,7 +6,8 @@
  * nothing written. CUDA backend, when a GPU is usable (skipped otherwise), against the
  * CPU results on bf16-representable inputs between device guard bytes: gather exact,
  * scatter-add (bf16 output) within 1e-2 and row dots (f32) within 1e-3 relative, and
- * an out-of-range row reported by sync().
+ * an out-of-range row reported by sync(). With SUSHI_TEST_GPU=1 (scripts/run-tests.sh
+ * --gpu) a missing GPU fails the CUDA tests instead of skipping them.
  * SUSHI_TEST_SEED fixes the otherwise time-based seed (printed). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #pragma GCC diagnostic pop
 
 static const struct ops *cpu, *gpu;
+static char no_gpu[256]; /* why ops_cuda() gave NULL */
 
 /* one case: x [M,C] (gather, scatter's y, rows_dot's a), v [n,C] (scatter's x, rows_dot's b) */
 struct rcase {
@@ -88,7 +90,10 @@ static int setup(void **st) {
     print_message("seed %llu (SUSHI_TEST_SEED)\n", (unsigned long long)oc_state);
     cpu = ops_cpu();
     gpu = ops_cuda();
-    if (!gpu) print_message("no GPU, CUDA cases skipped: %s\n", sushi_last_error());
+    if (!gpu) {
+        snprintf(no_gpu, sizeof no_gpu, "%s", sushi_last_error());
+        print_message("no GPU: %s\n", no_gpu);
+    }
     return 0;
 }
 
@@ -256,9 +261,17 @@ static void expect_rel(const char *what, const struct rcase *k, float *got, cons
     free(got);
 }
 
+/* skips the CUDA tests without a GPU, unless one is required */
+static void need_gpu(void) {
+    if (gpu) return;
+    const char *req = getenv("SUSHI_TEST_GPU");
+    if (req && !strcmp(req, "1")) fail_msg("SUSHI_TEST_GPU=1 but no usable GPU: %s", no_gpu);
+    skip();
+}
+
 static void test_cuda_against_cpu(void **st) {
     (void)st;
-    if (!gpu) skip();
+    need_gpu();
     for (size_t i = 0; i < NCASES; i++) {
         const struct rcase *k = &cases[i];
         int M = k->M, n = k->n, C = k->C;
@@ -299,7 +312,7 @@ static void test_cuda_against_cpu(void **st) {
 /* n = 0 leaves the output alone; a row outside [0, M) is skipped and reported by sync() */
 static void test_cuda_edges(void **st) {
     (void)st;
-    if (!gpu) skip();
+    need_gpu();
     enum { M = 4, C = 3, N = 2 };
     struct oc_buf bx, bv;
     float *x = rnd_act(&bx, M * C, 1.0f), *v = rnd_act(&bv, N * C, 1.0f), w[N] = {0.5f, -2.0f};
