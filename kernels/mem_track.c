@@ -61,8 +61,9 @@ void mem_track_add(struct mem_track *t, void *p, size_t bytes) {
     pthread_mutex_unlock(&t->lock);
 }
 
-void mem_track_remove(struct mem_track *t, void *p) {
-    if (!t || !p) return;
+size_t mem_track_remove(struct mem_track *t, void *p) {
+    size_t size = 0;
+    if (!t || !p) return 0;
     pthread_mutex_lock(&t->lock);
     if (t->cap) {
         size_t i = mem_track_slot(p, t->cap);
@@ -70,11 +71,13 @@ void mem_track_remove(struct mem_track *t, void *p) {
             if (t->keys[i] == p) {
                 t->keys[i] = MEM_TRACK_TOMB;
                 t->allocated -= t->sizes[i];
+                size = t->sizes[i];
                 break;
             }
         }
     }
     pthread_mutex_unlock(&t->lock);
+    return size;
 }
 
 void mem_track_counts(struct mem_track *t, size_t *allocated, size_t *peak) {

@@ -18,8 +18,9 @@ struct mem_track {
 
 /* Records a block; when the table cannot grow the block is still usable, only uncounted. */
 void mem_track_add(struct mem_track *t, void *p, size_t bytes);
-/* Forgets a block (unknown pointers are ignored). */
-void mem_track_remove(struct mem_track *t, void *p);
+/* Forgets a block and returns the size it was recorded with (0 for an unknown pointer,
+ * which is ignored). */
+size_t mem_track_remove(struct mem_track *t, void *p);
 void mem_track_counts(struct mem_track *t, size_t *allocated, size_t *peak);
 
 #endif

@@ -3,6 +3,7 @@
  * elementwise ops and the table that gathers the kernels of the other files in
  * kernels/cuda/. The act dtype is bf16 on compute capability ≥ 8.0 and f16 below (where
  * training needs dynamic loss scaling); SUSHI_CUDA_DTYPE=bf16|f16 overrides the choice. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,28 +47,98 @@ int cuda_workspace(void **p, size_t bytes, int slot) {
 
 static struct mem_track cuda_mem = MEM_TRACK_INIT;
 
-static void *cu_alloc(size_t bytes) {
+/* Freed blocks are cached for reuse, as PyTorch's allocator does: cudaMalloc / cudaFree
+ * synchronise the device and cost ~0.1 ms, and the models allocate scratch per call (per
+ * layer, per expert). Sizes are rounded up to a class (512 B steps below 64 KiB, then a
+ * quarter of the power of two, so at most 25% is wasted) and a freed block waits in the
+ * cache for the next request of its class. Reuse is safe because all work runs in order
+ * on the default stream. When cudaMalloc fails the cache is released and the call
+ * retried. SUSHI_CUDA_CACHE=0 turns caching off (e.g. for compute-sanitizer). */
+#define CACHE_MAX_BLOCKS 4096
+struct cached_block {
+    void *p;
+    size_t size;
+};
+static struct cached_block cache_blocks[CACHE_MAX_BLOCKS];
+static int cache_count = -1;   /* -1: SUSHI_CUDA_CACHE not read yet */
+static int cache_on = 1;
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t size_class(size_t bytes) {
+    if (bytes <= ((size_t)64 << 10)) return (bytes + 511) & ~(size_t)511;
+    size_t pow = (size_t)64 << 10;
+    while (pow < bytes / 2) pow <<= 1;              /* pow < bytes ≤ 2·pow */
+    size_t step = pow / 4, c = pow;
+    while (c < bytes) c += step;
+    return c;
+}
+
+/* a cached block of exactly this class, or NULL */
+static void *cache_take(size_t size) {
     void *p = NULL;
-    if (bytes == 0) bytes = 1;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
-        (void)cudaGetLastError();
-        sushi_error(SUSHI_ENOMEM, "cuda: alloc of %zu bytes: out of device memory", bytes);
-        return NULL;
+    pthread_mutex_lock(&cache_lock);
+    if (cache_count < 0) {
+        const char *e = getenv("SUSHI_CUDA_CACHE");
+        cache_on = !(e && !strcmp(e, "0"));
+        cache_count = 0;
     }
-    if (cudaMemset(p, 0, bytes) != cudaSuccess) {
+    for (int i = cache_count - 1; i >= 0; i--)
+        if (cache_blocks[i].size == size) {
+            p = cache_blocks[i].p;
+            cache_blocks[i] = cache_blocks[--cache_count];
+            break;
+        }
+    pthread_mutex_unlock(&cache_lock);
+    return p;
+}
+
+/* keeps the block for reuse; 0 when the cache is off or full (the caller frees it) */
+static int cache_put(void *p, size_t size) {
+    int kept = 0;
+    pthread_mutex_lock(&cache_lock);
+    if (cache_on && cache_count >= 0 && cache_count < CACHE_MAX_BLOCKS) {
+        cache_blocks[cache_count].p = p;
+        cache_blocks[cache_count++].size = size;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return kept;
+}
+
+static void cache_release(void) {
+    pthread_mutex_lock(&cache_lock);
+    for (int i = 0; i < cache_count; i++) cudaFree(cache_blocks[i].p);
+    if (cache_count > 0) cache_count = 0;
+    pthread_mutex_unlock(&cache_lock);
+}
+
+static void *cu_alloc(size_t bytes) {
+    size_t size = size_class(bytes ? bytes : 1);
+    void *p = cache_take(size);
+    if (!p && cudaMalloc(&p, size) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cache_release();
+        p = NULL;
+        if (cudaMalloc(&p, size) != cudaSuccess) {
+            (void)cudaGetLastError();
+            sushi_error(SUSHI_ENOMEM, "cuda: alloc of %zu bytes: out of device memory", bytes);
+            return NULL;
+        }
+    }
+    if (cudaMemsetAsync(p, 0, bytes, 0) != cudaSuccess) {
         (void)cudaGetLastError();
         cudaFree(p);
         sushi_error(SUSHI_EBACKEND, "cuda: alloc: zeroing %zu bytes failed", bytes);
         return NULL;
     }
-    mem_track_add(&cuda_mem, p, bytes);
+    mem_track_add(&cuda_mem, p, bytes);   /* the statistics count what was asked for */
     return p;
 }
 
 static void cu_free(void *p) {
     if (!p) return;
-    mem_track_remove(&cuda_mem, p);
-    cudaFree(p);
+    size_t bytes = mem_track_remove(&cuda_mem, p);
+    if (!bytes || !cache_put(p, size_class(bytes))) cudaFree(p);
 }
 
 static int cu_mem_stats(struct ops_mem *out) {
