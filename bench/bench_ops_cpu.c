@@ -88,7 +88,7 @@ static void b_loss_ce(void) { CHECK(o->loss_forward_backward(NULL, NULL, NULL, S
 static void b_loss_kd(void) { CHECK(o->loss_forward_backward(NULL, NULL, NULL, S.dlogits, S.logits, S.y, &S.kd)); }
 static void b_adamw(void) {
     static int step;
-    struct adamw_args a = {ADAMW_N, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, ++step, 1.0f};
+    struct adamw_args a = {ADAMW_N, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, ++step, 1.0f, 0, 0};
     CHECK(o->adamw(S.master, NULL, S.grad, S.pm, S.pv, &a));
 }
 

@@ -249,7 +249,7 @@ static void case_adamw(struct oc_dir *d, size_t n, int steps) {
         for (size_t i = 0; i < n; i++) g[i] = oc_normal() * (i % 7 == 0 ? 1e-3f : 1.0f);
         snprintf(name, sizeof name, "g%d", t);
         oc_f32(d, name, g, n);
-        struct adamw_args a = {n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.5f};
+        struct adamw_args a = {n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.5f, 0, 0};
         assert_int_equal(cpu->adamw(master, param, g, m, v, &a), 0);
     }
     assert_memory_equal(param, master, n * sizeof(float));
@@ -410,7 +410,7 @@ static void test_bad_inputs(void **st) {
     lk.k = 0;
     lk.alpha = 2.0f;
     expect_refused(cpu->loss_forward_backward(NULL, NULL, NULL, buf, buf, y, &lk), SUSHI_EINVAL, "loss alpha > 1");
-    struct adamw_args aw = {4, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 1.0f};
+    struct adamw_args aw = {4, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 1.0f, 0, 0};
     expect_refused(cpu->adamw(buf, NULL, buf, buf, buf, &aw), SUSHI_EINVAL, "adamw step 0");
     int32_t neg[1] = {-3};
     expect_refused(cpu->embedding_forward(buf, neg, buf, 1, 4), SUSHI_EINVAL, "embedding negative id");
