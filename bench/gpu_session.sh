@@ -5,7 +5,8 @@
 #   2. the teacher's top-K op and batched scoring on CUDA against the CPU (test_topk,
 #      test_deepseek_score; bf16, and test_topk again with f16 activations)
 #   3. bench_teacher_gpu: teacher scoring against HF transformers eager / sdpa
-#   4. make test-gpu (the CUDA op harness, the student on CUDA, NVML, encoders)
+#   4. make test-gpu (the CUDA op harness and the student on CUDA in bf16 and f16, the row ops,
+#      softmax, top-K and batched scoring against the CPU, NVML, encoders)
 #   5. bench_attention_cuda, 6. bench_train_gpu (with its PyTorch side)
 # Each step runs under `timeout` within what is left of SESSION_S seconds (default 540);
 # a step that no longer fits is skipped and said so. Logs go to $OUT (default
