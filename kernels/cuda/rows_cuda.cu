@@ -94,22 +94,12 @@ __global__ void softmax_causal_kernel(T *p, const T *s, int R, int S, int group,
     int vis = S - R / group + r / group + 1;
     const T *sr = s + (size_t)r * S;
     T *pr = p + (size_t)r * S;
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
     float mx = -INFINITY;
     for (int c = threadIdx.x; c < vis; c += blockDim.x) mx = fmaxf(mx, scale * ld(sr + c));
-    mx = warp_max(mx);
-    if (lane == 0) red[warp] = mx;
-    __syncthreads();
-    mx = lane < nw ? red[lane] : -INFINITY;
-    mx = warp_max(mx);
-    __syncthreads();
+    mx = block_max(mx, red);
     float sum = 0.0f;
     for (int c = threadIdx.x; c < vis; c += blockDim.x) sum += __expf(scale * ld(sr + c) - mx);
-    sum = warp_sum(sum);
-    if (lane == 0) red[warp] = sum;
-    __syncthreads();
-    sum = lane < nw ? red[lane] : 0.0f;
-    sum = warp_sum(sum);
+    sum = block_sum(sum, red);
     float inv = 1.0f / sum;
     for (int c = threadIdx.x; c < S; c += blockDim.x) st(pr + c, c < vis ? __expf(scale * ld(sr + c) - mx) * inv : 0.0f);
 }

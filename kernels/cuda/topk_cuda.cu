@@ -25,24 +25,6 @@ __device__ __forceinline__ float topk_value(uint32_t k) {
     return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
 }
 
-/* the sum (or max) of v over the block, in every thread; red holds 32 floats */
-__device__ __forceinline__ float topk_block_sum(float v, float *red) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    return warp_sum(lane < nw ? red[lane] : 0.0f);
-}
-
-__device__ __forceinline__ float topk_block_max(float v, float *red) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    return warp_max(lane < nw ? red[lane] : -INFINITY);
-}
 
 /* Warp 0: given the histogram of the candidates' byte at `shift` and krem, the rank
  * (from the top) of the wanted key among the candidates, picks the bin holding it and
@@ -114,7 +96,7 @@ __global__ void topk_kernel(int32_t *ids, float *logprobs, float *tail, const A 
     const uint32_t thr = prefix;      /* the key of the K-th largest logit */
     const int need = (int)krem;       /* how many keys equal to thr belong to the top K */
     const int n_gt = K - need;        /* keys above thr, all in the top K */
-    const float mxT = topk_block_max(mx, red) * invT;
+    const float mxT = block_max(mx, red) * invT;
 
     /* 2. collect the K; split the exponentials between the K and the tail */
     if (tid == 0) s_ngt = 0;
@@ -158,8 +140,8 @@ __global__ void topk_kernel(int32_t *ids, float *logprobs, float *tail, const A 
             else s_tail += e;
         }
     }
-    s_top = topk_block_sum(s_top, red);
-    s_tail = topk_block_sum(s_tail, red);
+    s_top = block_sum(s_top, red);
+    s_tail = block_sum(s_tail, red);
     const float lse = mxT + logf(s_top + s_tail);
     if (tid == 0) tail[blockIdx.x] = s_tail > 0.0f ? mxT + logf(s_tail) - lse : -INFINITY; /* −inf when K == V */
 
