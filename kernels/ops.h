@@ -89,6 +89,13 @@ struct adamw_args {
     uint32_t seed;
 };
 
+/* one problem of ops->matmul_grouped */
+struct matmul_problem {
+    void *c;
+    const void *a, *b;
+    int m, n, k;
+};
+
 /* Backend memory in bytes: allocated through ops->alloc now and at the peak; free and
  * total of the device (cudaMemGetInfo; 0 on the CPU, where they are not tracked). */
 struct ops_mem {
@@ -156,6 +163,14 @@ struct ops {
                                  const void *logits, const int32_t *targets,
                                  const struct loss_args *a);
 
+    /* Grouped matmul (e.g. one problem per expert): for each of the count problems,
+     * C = alpha·op(A)·op(B) + beta·C with dense row-major operands of that problem's m, n,
+     * k (as in matmul with lda = ldb = ldc = 0); trans_a/trans_b, alpha and beta shared.
+     * A problem with m, n or k = 0 is skipped (its C is left unchanged). The pointer array
+     * is host memory; the operands are backend memory. */
+    int (*matmul_grouped)(const struct matmul_problem *p, int count, int trans_a, int trans_b, float alpha,
+                          float beta);
+
     /* Row permutation for mixture-of-experts token routing; rows are int32 in backend
      * memory, each in [0, M) (M = rows of the full matrix), C act values per row.
      *   gather_rows:      out[r,:] = x[rows[r],:]                    (out [n,C], x [M,C])
@@ -167,6 +182,10 @@ struct ops {
     int (*scatter_add_rows)(void *y, const void *x, const int32_t *rows, const float *w, int n, int M,
                             int C);
     int (*rows_dot)(float *out, const void *a, const int32_t *rows, const void *b, int n, int M, int C);
+    /* out[t,:] += Σ_{j<K} w[t·K+j]·x[idx[t·K+j],:] for t < n, added in order of j (x [M,C],
+     * out [n,C]; idx int32 [n,K], an entry < 0 adds nothing; w f32 [n,K] or NULL = 1) */
+    int (*gather_sum_rows)(void *out, const void *x, const int32_t *idx, const float *w, int n, int K, int M,
+                           int C);
 
     /* Causal softmax over the rows of scores s [R,S] (act), written to p (may alias s):
      * rows come in groups of `group` (the heads of one query position; R divisible by group),

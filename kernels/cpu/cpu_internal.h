@@ -60,6 +60,8 @@ int cpu_sumsq(float *out, const void *x, size_t n);
 int cpu_gather_rows(void *out, const void *x, const int32_t *rows, int n, int M, int C);
 int cpu_scatter_add_rows(void *y, const void *x, const int32_t *rows, const float *w, int n, int M, int C);
 int cpu_rows_dot(float *out, const void *a, const int32_t *rows, const void *b, int n, int M, int C);
+int cpu_gather_sum_rows(void *out, const void *x, const int32_t *idx, const float *w, int n, int K, int M, int C);
+int cpu_matmul_grouped(const struct matmul_problem *p, int count, int trans_a, int trans_b, float alpha, float beta);
 int cpu_topk(int32_t *ids, float *logprobs, float *tail, const void *logits, int N, int V, int Vp, int K, float T);
 int cpu_softmax_causal(void *p, const void *s, int R, int S, int group, float scale);
 

@@ -162,6 +162,20 @@ int cpu_matmul(void *c, const void *a, const void *b, int m, int n, int k, int t
     return 0;
 }
 
+int cpu_matmul_grouped(const struct matmul_problem *p, int count, int trans_a, int trans_b, float alpha,
+                       float beta) {
+    if (count < 0 || (count > 0 && !p)) return sushi_error(SUSHI_EINVAL, "cpu: matmul_grouped: bad argument");
+    for (int i = 0; i < count; i++) {
+        if (p[i].m < 0 || p[i].n < 0 || p[i].k < 0)
+            return sushi_error(SUSHI_EINVAL, "cpu: matmul_grouped: problem %d: bad shape m=%d n=%d k=%d", i, p[i].m,
+                               p[i].n, p[i].k);
+        if (!p[i].m || !p[i].n || !p[i].k) continue;
+        int rc = cpu_matmul(p[i].c, p[i].a, p[i].b, p[i].m, p[i].n, p[i].k, trans_a, trans_b, alpha, beta, 0, 0, 0);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* ---- the table ---- */
 
 static const struct ops cpu_table = {
@@ -199,6 +213,8 @@ static const struct ops cpu_table = {
     .rows_dot = cpu_rows_dot,
     .softmax_causal = cpu_softmax_causal,
     .topk = cpu_topk,
+    .gather_sum_rows = cpu_gather_sum_rows,
+    .matmul_grouped = cpu_matmul_grouped,
 };
 
 const struct ops *ops_cpu(void) { return &cpu_table; }

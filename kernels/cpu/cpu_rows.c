@@ -95,3 +95,25 @@ int cpu_softmax_causal(void *p, const void *s, int R, int S, int group, float sc
     cpu_parallel_for((size_t)R, 8, softmax_range, &x);
     return 0;
 }
+
+int cpu_gather_sum_rows(void *out, const void *x, const int32_t *idx, const float *w, int n, int K, int M, int C) {
+    if (n < 0 || K < 1 || M < 0 || C < 1)
+        return sushi_error(SUSHI_EINVAL, "cpu: gather_sum_rows: bad shape n=%d K=%d M=%d C=%d", n, K, M, C);
+    if (n > 0 && (!out || !x || !idx)) return sushi_error(SUSHI_EINVAL, "cpu: gather_sum_rows: NULL pointer");
+    for (size_t i = 0; i < (size_t)n * K; i++)
+        if (idx[i] >= M)
+            return sushi_error(SUSHI_EINVAL, "cpu: gather_sum_rows: index %zu is %d, outside [0, %d)", i, idx[i], M);
+    float *o = out;
+    const float *xs = x;
+    for (int t = 0; t < n; t++) {
+        float *dst = o + (size_t)t * C;
+        for (int j = 0; j < K; j++) {
+            size_t i = (size_t)t * K + j;
+            if (idx[i] < 0) continue;
+            float a = w ? w[i] : 1.0f;
+            const float *src = xs + (size_t)idx[i] * C;
+            for (int c = 0; c < C; c++) dst[c] += a * src[c];
+        }
+    }
+    return 0;
+}

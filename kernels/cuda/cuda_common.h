@@ -208,6 +208,8 @@ int cuda_sumsq(float *out, const void *x, size_t n);
 int cuda_gather_rows(void *out, const void *x, const int32_t *rows, int n, int M, int C);
 int cuda_scatter_add_rows(void *y, const void *x, const int32_t *rows, const float *w, int n, int M, int C);
 int cuda_rows_dot(float *out, const void *a, const int32_t *rows, const void *b, int n, int M, int C);
+int cuda_gather_sum_rows(void *out, const void *x, const int32_t *idx, const float *w, int n, int K, int M, int C);
+int cuda_matmul_grouped(const struct matmul_problem *p, int count, int trans_a, int trans_b, float alpha, float beta);
 int cuda_topk(int32_t *ids, float *logprobs, float *tail, const void *logits, int N, int V, int Vp, int K, float T);
 int cuda_softmax_causal(void *p, const void *s, int R, int S, int group, float scale);
 

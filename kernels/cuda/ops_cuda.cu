@@ -18,7 +18,7 @@ int *cuda_bad_input_flag(void) { return bad_input; }
 
 /* ---- workspace ---- */
 
-#define CUDA_WS_SLOTS 4
+#define CUDA_WS_SLOTS 5
 static void *ws_ptr[CUDA_WS_SLOTS];
 static size_t ws_size[CUDA_WS_SLOTS];
 
@@ -401,6 +401,8 @@ extern "C" const struct ops *ops_cuda(void) {
             t->rows_dot = cuda_rows_dot;
             t->softmax_causal = cuda_softmax_causal;
             t->topk = cuda_topk;
+            t->gather_sum_rows = cuda_gather_sum_rows;
+            t->matmul_grouped = cuda_matmul_grouped;
             state = 1;
         }
     }

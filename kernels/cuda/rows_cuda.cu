@@ -53,6 +53,28 @@ __global__ void rows_dot_kernel(float *out, const T *a, const int32_t *rows, con
     if (lane == 0) out[r] = s;
 }
 
+/* one block per output row t: the K terms summed in f32 in order of j, then added once */
+template <typename T>
+__global__ void gather_sum_rows_kernel(T *out, const T *x, const int32_t *idx, const float *w, int K, int M, int C,
+                                       int *bad) {
+    int t = blockIdx.x;
+    const int32_t *ix = idx + (size_t)t * K;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        T *o = out + (size_t)t * C + c;
+        float acc = ld(o);
+        for (int j = 0; j < K; j++) {
+            int src = ix[j];
+            if (src < 0) continue;
+            if (src >= M) {
+                if (c == threadIdx.x && threadIdx.x == 0) cuda_flag_bad(bad, 4);
+                continue;
+            }
+            acc += (w ? w[(size_t)t * K + j] : 1.0f) * ld(x + (size_t)src * C + c);
+        }
+        st(o, acc);
+    }
+}
+
 static int rows_shape(const char *op, int n, int M, int C) {
     CUDA_REQUIRE(n >= 0 && M >= 0 && C > 0, "cuda: %s: bad shape n=%d M=%d C=%d", op, n, M, C);
     return 0;
@@ -83,6 +105,16 @@ int cuda_rows_dot(float *out, const void *a, const int32_t *rows, const void *b,
     CUDA_ACT(T, rows_dot_kernel<T><<<cuda_blocks((size_t)n * 32, 256), 256>>>(out, (const T *)a, rows, (const T *)b,
                                                                              n, M, C, cuda_bad_input_flag()));
     CUDA_LAUNCHED("rows_dot");
+    return 0;
+}
+
+int cuda_gather_sum_rows(void *out, const void *x, const int32_t *idx, const float *w, int n, int K, int M, int C) {
+    CUDA_REQUIRE(n >= 0 && K > 0 && M >= 0 && C > 0, "cuda: gather_sum_rows: bad shape n=%d K=%d M=%d C=%d", n, K,
+                 M, C);
+    if (n == 0) return 0;
+    CUDA_REQUIRE(out && x && idx, "cuda: gather_sum_rows: NULL pointer");
+    CUDA_ACT(T, gather_sum_rows_kernel<T><<<n, 128>>>((T *)out, (const T *)x, idx, w, K, M, C, cuda_bad_input_flag()));
+    CUDA_LAUNCHED("gather_sum_rows");
     return 0;
 }
 
