@@ -134,15 +134,10 @@ test-asan: check-deps
 	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash scripts/run-tests.sh
 
 # On the GPU machine: the CUDA op harness and GPU tests.
-GPU_CASES := test_ops_rows test_ops_softmax test_topk test_deepseek_score
-test-gpu: core $(BUILD)/tests/test_ops_cuda $(BUILD)/tests/test_student_cuda $(BUILD)/tests/test_nvml \
-          $(BUILD)/tests/test_encoders $(addprefix $(BUILD)/tests/,$(GPU_CASES))
-	rc=0; \
-	bash scripts/run-tests.sh --gpu _cuda || rc=1; \
-	SUSHI_CUDA_DTYPE=f16 bash scripts/run-tests.sh --gpu _cuda || rc=1; \
-	for t in $(GPU_CASES) nvml encoders; do bash scripts/run-tests.sh --gpu $$t || rc=1; done; \
-	for t in test_ops_rows test_ops_softmax test_topk; do SUSHI_CUDA_DTYPE=f16 bash scripts/run-tests.sh --gpu $$t || rc=1; done; \
-	exit $$rc
+GPU_TESTS := test_ops_cuda test_student_cuda test_nvml test_encoders test_ops_rows test_ops_softmax test_topk \
+             test_deepseek_score
+test-gpu: core $(addprefix $(BUILD)/tests/,$(GPU_TESTS))
+	bash scripts/run-gpu-tests.sh
 
 bench: all
 	bash scripts/run-bench.sh

@@ -13,9 +13,11 @@
 # build/gpu-logs; at most 8 files, as the device run returns); the summary (pass/fail
 # counts, tokens/s and ratio lines) is printed at the end and kept in summary.txt.
 #
-# Here, first: bash scripts/device-fetch-debs.sh   (the libraries the GPU machine lacks)
-# Then on the device, carrying .deb:
+# Here, first: bash scripts/gpu-prebuild.sh  (the GPU binaries and their runtime
+# libraries, into build-gpu/, ~50 MB). Then on the device, carrying build-gpu:
 #   source scripts/device-env.sh && bash bench/gpu_session.sh
+# With build-gpu/ present nothing is compiled there (BUILD=build-gpu). Without it, carry
+# .deb (bash scripts/device-fetch-debs.sh) and step 1 builds into build/ (minutes of nvcc).
 # BENCH_TEACHER_ARGS adds options to bench_teacher_gpu (e.g. "--layers 6" when short of
 # time); its checkpoint is kept in /tmp/sushi-teacher-ckpt, so a rerun on the same
 # machine skips writing it.
@@ -49,11 +51,13 @@ step() {
   return $rc
 }
 
-if [ -z "${CPATH:-}" ] && [ -d .deb ]; then
+if [ -z "${SUSHI_DEVICE_ENV:-}" ] && { [ -d .deb ] || [ -d build-gpu/deb ]; }; then
   # shellcheck disable=SC1091
   source scripts/device-env.sh
 fi
-export SUSHI_REPO_ROOT=$ROOT CMOCKA_MESSAGE_OUTPUT=stdout BUILD=build
+B=build
+[ -d build-gpu/tests ] && B=build-gpu
+export SUSHI_REPO_ROOT=$ROOT CMOCKA_MESSAGE_OUTPUT=stdout BUILD=$B
 # the oracle and the PyTorch sides need a python with torch: the first that has it
 for py in ${SUSHI_PYTHON:-} python3 /usr/bin/python3; do
   if "$py" -c 'import torch' >/dev/null 2>&1; then
@@ -68,29 +72,33 @@ note "python: ${SUSHI_PYTHON:-none with torch}; $(${SUSHI_PYTHON:-python3} -c 'i
 TARGETS="core build/tests/test_topk build/tests/test_deepseek_score build/tests/test_ops_cuda
   build/tests/test_student_cuda build/tests/test_nvml build/tests/test_encoders build/bench/bench_teacher_gpu
   build/bench/bench_attention_cuda build/bench/bench_train_gpu"
-# shellcheck disable=SC2086
-step build 240 "$LOG/build.log" make -k -j16 $TARGETS
-grep -E "error|Error" "$LOG/build.log" | head -5 | tee -a "$SUM"
+if [ "$B" = build-gpu ]; then
+  note "== build: prebuilt binaries from build-gpu ($(cat build-gpu/STAMP 2>/dev/null))"
+else
+  # shellcheck disable=SC2086
+  step build 240 "$LOG/build.log" make -k -j16 $TARGETS
+  grep -E "error|Error" "$LOG/build.log" | head -5 | tee -a "$SUM"
+fi
 
 # 2. the new GPU paths against the CPU
 TL="$LOG/tests.log"
 step test_topk 60 "$TL" bash scripts/run-tests.sh --gpu test_topk
 step test_topk_f16 60 "$TL" env SUSHI_CUDA_DTYPE=f16 bash scripts/run-tests.sh --gpu test_topk
 step test_deepseek_score 90 "$TL" bash scripts/run-tests.sh --gpu test_deepseek_score
-grep -hE "cuda vs cpu|FAILED|Failure|row [0-9]+" build/test-logs/test_topk.log build/test-logs/test_deepseek_score.log \
+grep -hE "cuda vs cpu|FAILED|Failure|row [0-9]+" "$B/test-logs/test_topk.log" "$B/test-logs/test_deepseek_score.log" \
   2>/dev/null | head -12 >>"$TL"
 
 # 3. teacher scoring against HF
 # shellcheck disable=SC2086
-step bench_teacher_gpu 270 "$LOG/bench_teacher_gpu.log" build/bench/bench_teacher_gpu --dir /tmp/sushi-teacher-ckpt \
+step bench_teacher_gpu 270 "$LOG/bench_teacher_gpu.log" "$B/bench/bench_teacher_gpu" --dir /tmp/sushi-teacher-ckpt \
   --reps 5 ${BENCH_TEACHER_ARGS:-}
 
 # 4. the CUDA test suite
-step test-gpu 180 "$LOG/test-gpu.log" make test-gpu
+step test-gpu 180 "$LOG/test-gpu.log" bash scripts/run-gpu-tests.sh
 
 # 5, 6. the other GPU benchmarks
-step bench_attention_cuda 60 "$LOG/bench_attention_cuda.log" build/bench/bench_attention_cuda
-step bench_train_gpu 150 "$LOG/bench_train_gpu.log" build/bench/bench_train_gpu --steps 10
+step bench_attention_cuda 60 "$LOG/bench_attention_cuda.log" "$B/bench/bench_attention_cuda"
+step bench_train_gpu 150 "$LOG/bench_train_gpu.log" "$B/bench/bench_train_gpu" --steps 10
 
 # summary
 {
