@@ -91,7 +91,7 @@ $(BUILD)/obj/%.c.o: %.c
 
 $(BUILD)/obj/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 define lib_rule
 $(call lib_file,$(1)): $(call lib_objs,$(1))

@@ -45,16 +45,6 @@ __device__ lse_acc block_lse(lse_acc a, lse_acc *sh) {
     return r;
 }
 
-__device__ float block_sum(float v, float *sh) {
-    v = warp_sum(v);
-    __syncthreads();
-    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
-    __syncthreads();
-    float r = 0.0f;
-    for (int w = 0; w < (int)blockDim.x / 32; w++) r += sh[w];
-    return r;
-}
-
 __device__ __forceinline__ float lse_value(lse_acc a) { return a.m == -INFINITY ? -INFINITY : a.m + logf(a.s); }
 
 /* bucket weight g_b from log q_b (student) and log p_b (teacher) */
