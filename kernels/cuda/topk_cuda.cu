@@ -76,15 +76,24 @@ __global__ void topk_kernel(int32_t *ids, float *logprobs, float *tail, const A 
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
         __syncthreads();
-        for (int i = tid; i < V; i += blockDim.x) {
-            float f = ld(z + i);
-            if (shift == 24) mx = fmaxf(mx, f);
-            uint32_t key = topk_key(f);
-            if ((key & mask) == prefix) {
-                unsigned bin = (key >> shift) & 255u;
-                unsigned peers = __match_any_sync(__activemask(), bin); /* one shared atomic per bin per warp */
-                if (lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
+        /* every lane of a warp runs the same iterations (blockDim is a multiple of 32), so
+         * the match below may name the whole warp; lanes without a candidate carry a value
+         * no candidate bin has, unique per lane */
+        for (int base = 0; base < V; base += blockDim.x) {
+            int i = base + tid;
+            bool in = false;
+            unsigned bin = 256u + (unsigned)lane;
+            if (i < V) {
+                float f = ld(z + i);
+                if (shift == 24) mx = fmaxf(mx, f);
+                uint32_t key = topk_key(f);
+                if ((key & mask) == prefix) {
+                    in = true;
+                    bin = (key >> shift) & 255u;
+                }
             }
+            unsigned peers = __match_any_sync(0xffffffffu, bin); /* one shared atomic per bin per warp */
+            if (in && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
         __syncthreads();
         if (warp == 0) topk_pick_bin(hist, prefix, shift, krem, &s_prefix, &s_krem);
