@@ -123,7 +123,8 @@ struct moe_call {
                               * (n, K) sorted position | (n, K) f32 weight, each row's pairs by ascending expert */
     /* backend */
     void *h, *a, *dh;        /* (rows, 2F), (rows, F) act hidden activations (a then da in backward); dh */
-    void *xe, *ye, *dye;     /* (nk, C) act sorted rows, expert outputs (then dx rows), dy rows (backward) */
+    void *xe, *ye, *dye;     /* (nk, C) act sorted rows (the forward's expert outputs overwrite them);
+                              * backward: expert outputs then dx rows, dy rows */
     void *za;                /* (n, E) act router logits, then their gradient */
     float *zf;               /* (n, E) f32 the same */
     float *dws_d;            /* [nk] f32 (backward) */
@@ -170,7 +171,7 @@ static int moe_call_init(const struct ds_model *m, const struct ds_layer *y, int
                          E * sizeof(int), nk * sizeof(int), y->moe ? N * sizeof(int) : 0, b * nk * 4,
                          E * sizeof(struct matmul_problem), 4 * nk * i4};
     /* backend: h a dh xe ye dye za zf dws_d perm_d */
-    const size_t db[] = {2 * hid * es, hid * es, b * 2 * hid * es, nc, nc, b * nc, N * E * es, N * E * 4, b * nk * 4,
+    const size_t db[] = {2 * hid * es, hid * es, b * 2 * hid * es, nc, b * nc, b * nc, N * E * es, N * E * 4, b * nk * 4,
                          4 * nk * i4};
     void *hp[sizeof hb / sizeof hb[0]], *dp[sizeof db / sizeof db[0]];
     c->host = moe_carve(hb, (int)(sizeof hb / sizeof hb[0]), malloc, hp);
@@ -311,8 +312,8 @@ static int moe_grouped(const struct ds_model *m, const struct moe_call *c, const
 }
 
 /* every routed row through its expert: xe = x rows (sorted), h = xe·guᵀ, a = swiglu(h),
- * ye = a·downᵀ */
-static int moe_experts_forward(const struct ds_model *m, const struct ds_layer *y, const void *x, int n,
+ * ye = a·downᵀ (ye may be xe, which is dead by then) */
+static int moe_experts_forward(const struct ds_model *m, const struct ds_layer *y, const void *x, int n, void *ye,
                                const struct moe_call *c) {
     int C = m->cfg.C, F = m->cfg.F_moe;
     size_t gu = offsetof(struct ds_mlp, gu), down = offsetof(struct ds_mlp, down);
@@ -322,7 +323,7 @@ static int moe_experts_forward(const struct ds_model *m, const struct ds_layer *
                                                   .field = gu, .m = MOE_NE, .n = 2 * F, .k = C, .tb = 1});
     if (!rc) rc = m->ops->swiglu_forward(c->a, c->h, c->nk, F);
     if (!rc)
-        rc = moe_grouped(m, c, &(struct moe_gemm){.c = c->ye, .cw = C, .a = c->a, .aw = F, .mlp = y->experts,
+        rc = moe_grouped(m, c, &(struct moe_gemm){.c = ye, .cw = C, .a = c->a, .aw = F, .mlp = y->experts,
                                                   .field = down, .m = MOE_NE, .n = C, .k = F, .tb = 1});
     return rc;
 }
@@ -343,9 +344,9 @@ int ds_ffn_forward(struct ds_model *m, int l, const void *x, int n, void *out) {
     } else if (!rc) {
         rc = ops->fill(out, 0.0f, (size_t)n * C);
     }
-    if (!rc) rc = moe_experts_forward(m, y, x, n, &c);
+    if (!rc) rc = moe_experts_forward(m, y, x, n, c.xe, &c);
     /* out += Σ_j w·E(x) over each row's experts, ascending */
-    if (!rc) rc = ops->gather_sum_rows(out, c.ye, c.idx_d, c.ws_d, n, m->cfg.top_k, c.nk, C);
+    if (!rc) rc = ops->gather_sum_rows(out, c.xe, c.idx_d, c.ws_d, n, m->cfg.top_k, c.nk, C);
     moe_call_free(ops, &c);
     return rc;
 }
@@ -411,7 +412,7 @@ int ds_ffn_backward(struct ds_model *m, int l, const void *x, int n, const void 
     }
     if (!rc) rc = ops->fill(c.dye, 0.0f, (size_t)c.nk * C);
     if (!rc) rc = ops->gather_sum_rows(c.dye, dout, c.rows_d, c.w_d, c.nk, 1, n, C);
-    if (!rc) rc = moe_experts_forward(m, y, x, n, &c);
+    if (!rc) rc = moe_experts_forward(m, y, x, n, c.ye, &c);
     if (!rc) rc = ops->rows_dot(c.dws_d, dout, c.rows_d, c.ye, c.nk, n, C);
     if (!rc)
         rc = moe_grouped(m, &c, &(struct moe_gemm){.mlp = g->experts, .field = down, .a = c.dye, .aw = C, .b = c.a,
