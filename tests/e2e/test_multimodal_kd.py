@@ -35,7 +35,8 @@ from test_trainer_pipeline import read_safetensors  # noqa: E402
 RUN = os.path.join(BIN, "sushi-run")
 ORACLE = os.path.join(ROOT, "tests", "oracle", "deepseek_ref.py")
 CORPUS = "/usr/share/games/fortunes/fortunes"
-FIXTURES = os.path.join(os.path.join(ROOT, os.environ.get("BUILD") or "build"), "media-fixtures")
+# where the shipped manifests (configs/multistage/*-captions.jsonl) point, whatever $BUILD is
+FIXTURES = os.path.join(ROOT, "build", "media-fixtures")
 STEPS, B, T = 6, 2, 32
 
 CONFIG = """run: {{ dir: {d}/run }}

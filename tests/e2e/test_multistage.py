@@ -28,8 +28,8 @@ RUN = os.path.join(BIN, "sushi-run")
 ORACLE = os.path.join(ROOT, "tests", "oracle", "deepseek_ref.py")
 STEPS = 4
 PROMPTS = os.path.join(ROOT, "configs", "multistage", "cot-prompts.jsonl")
-FIXTURES = os.path.join(os.environ.get("BUILD") and os.path.join(ROOT, os.environ["BUILD"]) or os.path.join(ROOT, "build"),
-                        "media-fixtures")
+# where the shipped manifests (configs/multistage/*-captions.jsonl) point, whatever $BUILD is
+FIXTURES = os.path.join(ROOT, "build", "media-fixtures")
 EVAL_CONFIG = """run: {{ dir: {d}/eval }}
 data:
   seq_len: 32
