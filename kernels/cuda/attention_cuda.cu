@@ -347,6 +347,10 @@ int cuda_attention_backward(void *dq, void *dk, void *dv, const void *dout, cons
     CUDA_LAUNCHED("attention_backward delta");
 
     if (!getenv("SUSHI_ATTN_SIMPLE")) {
+        const char *fa_bwd = getenv("SUSHI_FA_BWD"); /* "fused": attention_bwd2_cuda.cu first */
+        if (fa_bwd && !strcmp(fa_bwd, "fused") &&
+            (rc = cuda_attention_backward_fused(dq, dk, dv, dout, (const float *)delta, lse, q, k, v, s)) <= 0)
+            return rc;
         if ((rc = cuda_attention_backward_fast(dq, dk, dv, dout, (const float *)delta, lse, q, k, v, s)) <= 0)
             return rc;
         if ((rc = cuda_attention_backward_mma(dq, dk, dv, dout, (const float *)delta, lse, q, k, v, s)) <= 0)

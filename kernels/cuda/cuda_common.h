@@ -192,6 +192,11 @@ int cuda_attention_forward_mma(void *out, float *lse, const void *q, const void 
 int cuda_attention_backward_fast(void *dq, void *dk, void *dv, const void *dout, const float *delta,
                                  const float *lse, const void *q, const void *k, const void *v,
                                  const struct attn_shape *s);
+/* fused FlashAttention-2-style backward (attention_bwd2_cuda.cu: one kernel, dq through an
+ * f32 workspace, slot 5) for bf16, dqk = dv = 64; 1 when it does not apply */
+int cuda_attention_backward_fused(void *dq, void *dk, void *dv, const void *dout, const float *delta,
+                                  const float *lse, const void *q, const void *k, const void *v,
+                                  const struct attn_shape *s);
 /* tensor-core dq/dk/dv given delta = Σ dout⊙out [B,H,T]; 1 when the dims do not suit it */
 int cuda_attention_backward_mma(void *dq, void *dk, void *dv, const void *dout, const float *delta,
                                 const float *lse, const void *q, const void *k, const void *v,

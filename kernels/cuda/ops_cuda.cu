@@ -18,7 +18,7 @@ int *cuda_bad_input_flag(void) { return bad_input; }
 
 /* ---- workspace ---- */
 
-#define CUDA_WS_SLOTS 5
+#define CUDA_WS_SLOTS 6
 static void *ws_ptr[CUDA_WS_SLOTS];
 static size_t ws_size[CUDA_WS_SLOTS];
 
