@@ -476,10 +476,18 @@ static void test_attention(void **st) {
         {2, 150, 4, 2, 64, 64, 0, 0, 0},      /* mma.sync paths: GQA, partial last tile */
         {1, 260, 2, 1, 128, 128, 8, 70, 0},   /* head dim 128 forward, window */
         {1, 129, 4, 2, 64, 64, 0, 0, 1},
+        {2, 300, 6, 2, 64, 64, 8, 0, 0},      /* 5 key blocks, 3 heads per group, padded rows */
+        {1, 520, 2, 1, 64, 64, 0, 150, 1},    /* window and documents across 9 tiles */
     };
-    /* tensor-core forward where head dims allow it, then the plain kernels everywhere */
-    for (int simple = 0; simple < 2; simple++) {
-        if (simple) setenv("SUSHI_ATTN_SIMPLE", "1", 1);
+    /* tensor-core kernels where head dims allow it, the fused backward (SUSHI_FA_BWD=fused:
+     * bf16, head dim 64, else the same fall-back), then the plain kernels everywhere */
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass == 1) setenv("SUSHI_FA_BWD", "fused", 1);
+        if (pass == 2) {
+            unsetenv("SUSHI_FA_BWD");
+            setenv("SUSHI_ATTN_SIMPLE", "1", 1);
+        }
+        print_message("attention pass: %s\n", pass == 0 ? "default" : pass == 1 ? "SUSHI_FA_BWD=fused" : "plain");
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_attention(&cases[i]);
     }
     unsetenv("SUSHI_ATTN_SIMPLE");
