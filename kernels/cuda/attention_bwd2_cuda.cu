@@ -17,12 +17,13 @@
  * (g+8, 8+2t..); a B fragment b[2] holds rows (k) 2t, 2t+1 and 8+2t, 8+2t+1 of column g.
  * Head dim 128: K and V stay in shared memory and their A fragments are read per product
  * (K, V, dK and dV fragments together would take 256 registers).
- * Selected by SUSHI_FA_BWD=fused (attention_cuda.cu); the device helpers below are the
- * ones of attention_fast_cuda.cu, kept file-local (internal linkage). */
+ * Selected by SUSHI_FA_BWD=fused (attention_cuda.cu); the mma/ldmatrix/cp.async helpers
+ * are mma_sm80.h's, shared with attention_fast_cuda.cu. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "kernels/cuda/attention_common.h"
+#include "kernels/cuda/mma_sm80.h"
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define SUSHI_FB_ARCH_OK 1
@@ -35,57 +36,11 @@
 #define FB_BQ 64 /* queries per tile */
 #define FB_LDS (FB_BQ + 8) /* row stride of the dSᵀ tile [64 keys][72] */
 
+#if SUSHI_FB_ARCH_OK /* device helpers: only the sm_80+ kernel bodies use them */
 namespace {
 
 __device__ __forceinline__ void fb_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-                 "{%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t fb_pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
-/* four 8×8 bf16 matrices from shared; lanes 8m..8m+7 give the row addresses of matrix m;
- * plain: lane 4g+t gets row g, columns 2t, 2t+1; .trans: column g, rows 2t, 2t+1 */
-__device__ __forceinline__ void fb_ldsm4(uint32_t *r, const bf16 *p) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-__device__ __forceinline__ void fb_ldsm4t(uint32_t *r, const bf16 *p) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ void fb_cp16(void *dst, const void *src, int bytes) {
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void fb_cp4(void *dst, const void *src) {
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
-}
-__device__ __forceinline__ void fb_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void fb_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-/* starts copying 64 rows [r0, r0+64) of a [B,T,heads,D] bf16 tensor (head hh, token stride
- * ts % 8 == 0, 16-byte aligned) into shared [64][D+8]; zeros beyond T */
-template <int D>
-__device__ __forceinline__ void fb_async_rows(bf16 *dst, const bf16 *src, int b, int r0, int T, int ts, int hh) {
-    constexpr int LD = D + 8, CH = D / 8;
-    for (int e = threadIdx.x; e < 64 * CH; e += blockDim.x) {
-        int r = e / CH, c = (e % CH) * 8, t = r0 + r;
-        const bf16 *g = t < T ? src + ((size_t)b * T + t) * ts + (size_t)hh * D + c : src;
-        fb_cp16(dst + r * LD + c, g, t < T ? 16 : 0);
-    }
+    mma_bf16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 /* c[8] = A_w(16×D, registers) · rows(64×D, shared [64][D+8])ᵀ: 16×64 */
@@ -100,7 +55,7 @@ __device__ __forceinline__ void fb_abt(float (*c)[4], const uint32_t (*af)[4], c
 #pragma unroll
         for (int kb = 0; kb < KB; kb += 2) {
             uint32_t bf[4]; /* rows nb·8.. (n), columns kb·16 .. kb·16+32 (k) */
-            fb_ldsm4(bf, base + nb * 8 * LD + kb * 16);
+            ldsm4(bf, base + nb * 8 * LD + kb * 16);
             fb_mma(c[nb], af[kb], bf[0], bf[1]);
             fb_mma(c[nb], af[kb + 1], bf[2], bf[3]);
         }
@@ -121,12 +76,12 @@ __device__ __forceinline__ void fb_abt_s(float (*c)[4], const bf16 *arows, const
 #pragma unroll
     for (int kb = 0; kb < KB; kb += 2) {
         uint32_t a0[4], a1[4];
-        fb_ldsm4(a0, abase + kb * 16);
-        fb_ldsm4(a1, abase + (kb + 1) * 16);
+        ldsm4(a0, abase + kb * 16);
+        ldsm4(a1, abase + (kb + 1) * 16);
 #pragma unroll
         for (int nb = 0; nb < 8; nb++) {
             uint32_t bf[4];
-            fb_ldsm4(bf, base + nb * 8 * LD + kb * 16);
+            ldsm4(bf, base + nb * 8 * LD + kb * 16);
             fb_mma(c[nb], a0, bf[0], bf[1]);
             fb_mma(c[nb], a1, bf[2], bf[3]);
         }
@@ -142,7 +97,7 @@ __device__ __forceinline__ void fb_mma_rows(float (*acc)[4], const uint32_t *pa,
 #pragma unroll
     for (int nb = 0; nb < NB; nb += 2) {
         uint32_t bf[4];
-        fb_ldsm4t(bf, base + nb * 8);
+        ldsm4t(bf, base + nb * 8);
         fb_mma(acc[nb], pa, bf[0], bf[1]);
         fb_mma(acc[nb + 1], pa, bf[2], bf[3]);
     }
@@ -154,8 +109,8 @@ template <int D>
 __device__ __forceinline__ void fb_acc_ab(float (*acc)[4], float (*a)[4], const bf16 *rows) {
 #pragma unroll
     for (int kb = 0; kb < 4; kb++) {
-        uint32_t pa[4] = {fb_pack(a[2 * kb][0], a[2 * kb][1]), fb_pack(a[2 * kb][2], a[2 * kb][3]),
-                          fb_pack(a[2 * kb + 1][0], a[2 * kb + 1][1]), fb_pack(a[2 * kb + 1][2], a[2 * kb + 1][3])};
+        uint32_t pa[4] = {pack_bf16(a[2 * kb][0], a[2 * kb][1]), pack_bf16(a[2 * kb][2], a[2 * kb][3]),
+                          pack_bf16(a[2 * kb + 1][0], a[2 * kb + 1][1]), pack_bf16(a[2 * kb + 1][2], a[2 * kb + 1][3])};
         fb_mma_rows<D>(acc, pa, rows, kb);
     }
 }
@@ -177,14 +132,14 @@ __device__ __forceinline__ void fb_frags(uint32_t (*f)[4], const bf16 *w, int gr
 template <int D>
 __device__ __forceinline__ void fb_issue(bf16 *tiles, float *ls, const bf16 *q, const bf16 *dout, const float *lse,
                                          const float *delta, const struct attn_shape &s, int b, int h, int i0) {
-    fb_async_rows<D>(tiles, q, b, i0, s.T, s.q_stride, h);
-    fb_async_rows<D>(tiles + 64 * (D + 8), dout, b, i0, s.T, s.o_stride, h);
+    fa_async_rows<D>(tiles, q, b, i0, s.T, s.q_stride, h);
+    fa_async_rows<D>(tiles + 64 * (D + 8), dout, b, i0, s.T, s.o_stride, h);
     for (int r = threadIdx.x; r < FB_BQ; r += blockDim.x) {
         size_t li = ((size_t)b * s.H + h) * s.T + (i0 + r < s.T ? i0 + r : 0);
-        fb_cp4(ls + r, lse + li);
-        fb_cp4(ls + FB_BQ + r, delta + li);
+        cp_async4(ls + r, lse + li);
+        cp_async4(ls + FB_BQ + r, delta + li);
     }
-    fb_commit();
+    cp_commit();
 }
 
 /* ws[c], ws[c+1] += x, y (one vector reduction on sm_90, two below) */
@@ -198,6 +153,7 @@ __device__ __forceinline__ void fb_red2(float *ws, float x, float y) {
 }
 
 } // namespace
+#endif
 
 extern __shared__ __align__(16) unsigned char fb_smem[];
 
@@ -257,9 +213,9 @@ attention_bwd_fused_kernel(float *dq_ws, bf16 *dko, bf16 *dvo, const bf16 *dout,
         __syncthreads(); /* everyone is done with the other stage, dSᵀ and vf's source */
         if (hn < h_end) {
             fb_issue<D>(sm + (st ^ 1) * 2 * TILE, lsm + (st ^ 1) * 2 * FB_BQ, q, dout, lse, delta, s, b, hn, in);
-            fb_wait<1>();
+            cp_wait<1>();
         } else {
-            fb_wait<0>();
+            cp_wait<0>();
         }
         __syncthreads();
         const bf16 *Qs = sm + st * 2 * TILE, *Os = Qs + TILE;
@@ -291,7 +247,7 @@ attention_bwd_fused_kernel(float *dq_ws, bf16 *dko, bf16 *dvo, const bf16 *dout,
 #pragma unroll
             for (int r = 0; r < 2; r++)
                 *(uint32_t *)(dsT + (warp * 16 + gr + 8 * r) * FB_LDS + nb * 8 + 2 * tq) =
-                    fb_pack(dpt[nb][2 * r], dpt[nb][2 * r + 1]);
+                    pack_bf16(dpt[nb][2 * r], dpt[nb][2 * r + 1]);
         fb_acc_ab<D>(dv, sT, Os);
         fb_acc_ab<D>(dk, dpt, Qs);
         __syncthreads(); /* dSᵀ complete */
@@ -306,7 +262,7 @@ attention_bwd_fused_kernel(float *dq_ws, bf16 *dko, bf16 *dvo, const bf16 *dout,
 #pragma unroll
         for (int kb = 0; kb < FB_BK / 16; kb++) {
             uint32_t a[4];
-            fb_ldsm4t(a, abase + kb * 16 * FB_LDS);
+            ldsm4t(a, abase + kb * 16 * FB_LDS);
             fb_mma_rows<D>(dqa, a, Ks, kb);
         }
 #pragma unroll

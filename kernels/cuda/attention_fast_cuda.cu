@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "kernels/cuda/attention_common.h"
+#include "kernels/cuda/mma_sm80.h"
 
 /* the device code needs sm_80 (cp.async, bf16 mma.sync): for older targets the kernels
  * compile empty, and they are never launched there (bf16 is refused below 8.0) */
@@ -24,64 +25,6 @@
 #define FA_WARPS 4
 #define FA_BQ (FA_WARPS * 16)
 #define FA_BK 64
-
-__device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-                 "{%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
-__device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
-
-/* four 8×8 bf16 matrices from shared; lanes 8m..8m+7 give the row addresses of matrix m */
-__device__ __forceinline__ void ldsm4(uint32_t *r, const bf16 *p) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-/* the same, transposed: lane 4g+t gets column g, rows 2t and 2t+1 */
-__device__ __forceinline__ void ldsm4t(uint32_t *r, const bf16 *p) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-
-__device__ __forceinline__ void cp_async4(void *dst, const void *src) {
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
-}
-
-__device__ __forceinline__ void cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N>
-__device__ __forceinline__ void cp_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-/* starts copying 64 rows [r0, r0+64) of a [B,T,heads,D] bf16 tensor (head hh, token
- * stride ts; ts % 8 == 0, 16-byte aligned) into shared [64][D+8]; zeros beyond T */
-template <int D>
-__device__ __forceinline__ void fa_async_rows(bf16 *dst, const bf16 *src, int b, int r0, int T, int ts, int hh) {
-    constexpr int LD = D + 8, CH = D / 8;
-    for (int e = threadIdx.x; e < FA_BK * CH; e += blockDim.x) {
-        int r = e / CH, c = (e % CH) * 8, t = r0 + r;
-        const bf16 *g = t < T ? src + ((size_t)b * T + t) * ts + (size_t)hh * D + c : src;
-        cp_async16(dst + r * LD + c, g, t < T ? 16 : 0);
-    }
-}
 
 /* c[mt][8] = A_w[mt](16×D, registers) · rows(64×D, shared)ᵀ for MT row tiles of 16:
  * each B fragment loaded once serves all MT tiles (shared-memory traffic / MT) */
