@@ -9,7 +9,8 @@
  * q_lora 512, kv_lora 256, first layer dense (intermediate 4096), then 32 routed experts
  * of moe_intermediate_size 1024, top-4 in 4 groups (topk_group 2, noaux_tc, sigmoid),
  * 1 shared expert, vocabulary 32000 (2.4 B parameters; the f32 checkpoint is 9.6 GB).
- * It is created with ds_train_create (seeded random weights, on --create-backend, by
+ * HF transformers writes it (bench/hf_teacher_gpu.py --create, bf16, its own random
+ * initialisation) when it can; otherwise it is created with ds_train_create (seeded random weights, on --create-backend, by
  * default the scoring backend: on the GPU the f32 master weights and the gradients take
  * 19 GB there but spare the host 19 GB of page faults; `cpu` keeps the GPU free) and
  * written with ds_train_save into a temporary folder (removed at the end), or reused
@@ -61,6 +62,31 @@ static json_t *model_json(const struct opts *o) {
                      "n_routed_experts", 32, "n_shared_experts", 1, "num_experts_per_tok", 4, "n_group", 4,
                      "topk_group", 2, "first_k_dense_replace", 1, "routed_scaling_factor", 2.5, "norm_topk_prob", 1,
                      "rope_theta", 10000.0, "max_position_embeddings", max_pos, "tie_word_embeddings", 0);
+}
+
+/* The checkpoint written by HF transformers (bench/hf_teacher_gpu.py --create: its own
+ * initialisation on the GPU, bf16), much faster than ds_train_create's single-threaded
+ * normal draws and an f32 write at 2.4 B parameters; 0 when it wrote dir/config.json. */
+static int create_with_hf(const struct opts *o, const char *dir, const char *tmp) {
+    const char *root = getenv("SUSHI_REPO_ROOT"), *py = getenv("SUSHI_PYTHON");
+    char cfg[1100], cmd[3000], probe[1100];
+    snprintf(cfg, sizeof cfg, "%s/model.json", tmp);
+    json_t *j = model_json(o);
+    if (!j || json_dump_file(j, cfg, 0)) {
+        json_decref(j);
+        return -1;
+    }
+    json_decref(j);
+    snprintf(cmd, sizeof cmd, "%s %s/bench/hf_teacher_gpu.py --create %s --config %s", py && *py ? py : "python3",
+             root && *root ? root : ".", dir, cfg);
+    fflush(stdout);
+    double t0 = now_s();
+    int st = system(cmd);
+    snprintf(probe, sizeof probe, "%s/config.json", dir);
+    struct stat sb;
+    if (st != 0 || stat(probe, &sb) != 0) return -1;
+    printf("checkpoint: written by HF transformers in %.1f s\n", now_s() - t0);
+    return 0;
 }
 
 /* Creates the random checkpoint in dir (timed). */
@@ -196,7 +222,7 @@ int main(int argc, char **argv) {
     struct stat st;
     int rc = 0;
     if (stat(cfg, &st) == 0) printf("checkpoint: reusing %s\n", dir);
-    else rc = create_checkpoint(&o, dir);
+    else if (!o.hf || create_with_hf(&o, dir, tmp) != 0) rc = create_checkpoint(&o, dir);
 
     struct ds_model m;
     int loaded = 0;

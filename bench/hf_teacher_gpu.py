@@ -9,6 +9,12 @@ says so and exits 0 without a tokens/s line. Without a GPU it runs on the CPU in
 
 usage: hf_teacher_gpu.py DIR --tokens FILE [--B 8] [--T 1024] [--K 64] [--reps 5]
                          [--attn eager|sdpa]
+       hf_teacher_gpu.py --create DIR --config FILE [--seed N]
+The second form writes the random checkpoint itself (bench_teacher_gpu tries it first, as
+it is much faster than sushi's single-threaded initialisation and f32 write): a
+DeepseekV3ForCausalLM of the config.json fields in FILE, HF's own initialisation, on the
+GPU when there is one, saved in bf16 (f32 without a GPU) with save_pretrained. Exit 0
+only when DIR/config.json was written; 3 when transformers is missing.
 """
 import argparse
 import statistics
@@ -28,7 +34,44 @@ def load(cls, d, dtype, attn, dev):
     raise last
 
 
+def create(a):
+    """the random checkpoint of --config's fields in --create (see the module text)"""
+    import json
+    import os
+    try:
+        import torch
+        from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+    except ImportError as e:
+        print(f"hf create: skipped: {e}", flush=True)
+        return 3
+    with open(a.config) as f:
+        kw = json.load(f)
+    theta = kw.pop("rope_theta", 10000.0)
+    try:  # transformers 5 spells RoPE settings as rope_parameters
+        cfg = DeepseekV3Config(**dict(kw, rope_parameters=dict(rope_type="default", rope_theta=theta)))
+    except TypeError:
+        cfg = DeepseekV3Config(**dict(kw, rope_theta=theta))
+    torch.manual_seed(a.seed)
+    cuda = torch.cuda.is_available()
+    t0 = time.perf_counter()
+    with torch.device("cuda" if cuda else "cpu"):
+        model = DeepseekV3ForCausalLM(cfg)
+    model = model.to(torch.bfloat16 if cuda else torch.float32)
+    t1 = time.perf_counter()
+    model.save_pretrained(a.create, safe_serialization=True)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"hf create: {n} parameters, initialised in {t1 - t0:.1f} s, saved in {time.perf_counter() - t1:.1f} s "
+          f"({'bf16' if cuda else 'f32'}) to {a.create}", flush=True)
+    return 0 if os.path.exists(os.path.join(a.create, "config.json")) else 1
+
+
 def main():
+    if "--create" in sys.argv:
+        cp = argparse.ArgumentParser()
+        cp.add_argument("--create", required=True)
+        cp.add_argument("--config", required=True, help="JSON object of config.json fields")
+        cp.add_argument("--seed", type=int, default=1234)
+        return create(cp.parse_args())
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
     ap.add_argument("--tokens", required=True, help="int32 [B,T] little-endian")
