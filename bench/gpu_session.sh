@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One GPU session's checks and benchmarks in one go (about 9 minutes on an H100/H200),
 # the most valuable results first in case time runs out:
-#   1. build (the CUDA libraries, the GPU tests and the three GPU benchmarks)
-#   2. the teacher's top-K op and batched scoring on CUDA against the CPU (test_topk,
-#      test_deepseek_score; bf16, and test_topk again with f16 activations)
+#   1. build (the CUDA libraries, the GPU tests and the three GPU benchmarks), or nothing
+#      when build-gpu/ holds prebuilt binaries
+#   2. the GPU tests (scripts/run-gpu-tests.sh = make test-gpu: every CUDA op against the CPU
+#      in bf16 and again in f16, the student step, top-K, batched teacher scoring, row ops,
+#      softmax, NVML, encoders)
 #   3. bench_teacher_gpu: teacher scoring against HF transformers eager / sdpa
-#   4. make test-gpu (the CUDA op harness and the student on CUDA in bf16 and f16, the row ops,
-#      softmax, top-K and batched scoring against the CPU, NVML, encoders)
-#   5. bench_attention_cuda, 6. bench_train_gpu (with its PyTorch side)
+#   4. bench_attention_cuda (both attention backwards: the current one and SUSHI_FA_BWD=fused)
+#   5. bench_train_gpu (with its PyTorch side)
 # Each step runs under `timeout` within what is left of SESSION_S seconds (default 540);
 # a step that no longer fits is skipped and said so. Logs go to $OUT (default
 # build/gpu-logs; at most 8 files, as the device run returns); the summary (pass/fail
@@ -69,9 +70,9 @@ note "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=cs
 note "python: ${SUSHI_PYTHON:-none with torch}; $(${SUSHI_PYTHON:-python3} -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1 | tail -1)"
 
 # 1. build
-TARGETS="core build/tests/test_topk build/tests/test_deepseek_score build/tests/test_ops_cuda
-  build/tests/test_student_cuda build/tests/test_nvml build/tests/test_encoders build/bench/bench_teacher_gpu
-  build/bench/bench_attention_cuda build/bench/bench_train_gpu"
+TARGETS="core build/tests/test_ops_cuda build/tests/test_student_cuda build/tests/test_nvml build/tests/test_encoders
+  build/tests/test_ops_rows build/tests/test_ops_softmax build/tests/test_topk build/tests/test_deepseek_score
+  build/bench/bench_teacher_gpu build/bench/bench_attention_cuda build/bench/bench_train_gpu"
 if [ "$B" = build-gpu ]; then
   note "== build: prebuilt binaries from build-gpu ($(cat build-gpu/STAMP 2>/dev/null))"
 else
@@ -80,23 +81,16 @@ else
   grep -E "error|Error" "$LOG/build.log" | head -5 | tee -a "$SUM"
 fi
 
-# 2. the new GPU paths against the CPU
+# 2. the GPU tests
 TL="$LOG/tests.log"
-step test_topk 60 "$TL" bash scripts/run-tests.sh --gpu test_topk
-step test_topk_f16 60 "$TL" env SUSHI_CUDA_DTYPE=f16 bash scripts/run-tests.sh --gpu test_topk
-step test_deepseek_score 90 "$TL" bash scripts/run-tests.sh --gpu test_deepseek_score
-grep -hE "cuda vs cpu|FAILED|Failure|row [0-9]+" "$B/test-logs/test_topk.log" "$B/test-logs/test_deepseek_score.log" \
-  2>/dev/null | head -12 >>"$TL"
+step tests 200 "$TL" bash scripts/run-gpu-tests.sh
 
 # 3. teacher scoring against HF
 # shellcheck disable=SC2086
-step bench_teacher_gpu 270 "$LOG/bench_teacher_gpu.log" "$B/bench/bench_teacher_gpu" --dir /tmp/sushi-teacher-ckpt \
+step bench_teacher_gpu 220 "$LOG/bench_teacher_gpu.log" "$B/bench/bench_teacher_gpu" --dir /tmp/sushi-teacher-ckpt \
   --reps 5 ${BENCH_TEACHER_ARGS:-}
 
-# 4. the CUDA test suite
-step test-gpu 180 "$LOG/test-gpu.log" bash scripts/run-gpu-tests.sh
-
-# 5, 6. the other GPU benchmarks
+# 4, 5. the other GPU benchmarks
 step bench_attention_cuda 60 "$LOG/bench_attention_cuda.log" "$B/bench/bench_attention_cuda"
 step bench_train_gpu 150 "$LOG/bench_train_gpu.log" "$B/bench/bench_train_gpu" --steps 10
 
@@ -104,7 +98,7 @@ step bench_train_gpu 150 "$LOG/bench_train_gpu.log" "$B/bench/bench_train_gpu" -
 {
   echo "---- summary ($(($(date +%s) - T0)) s)"
   echo "tests (run-tests.sh lines: passed / failed / skipped):"
-  grep -hE "^[0-9]+ passed|^test_[a-z0-9_]+ +[0-9]+ ok|CRASH" "$TL" "$LOG/test-gpu.log" 2>/dev/null
+  grep -hE "^[0-9]+ passed|^test_[a-z0-9_]+ +[0-9]+ ok|CRASH" "$TL" 2>/dev/null
   echo "benchmarks:"
   grep -hE "tokens/s|ratio|checkpoint:|loaded on|bench total|nothing measured|not usable|not measured|skipped:|batch .* ms|MFU|step ms|^B,T,H,D|^[0-9]+,[0-9]+,[0-9]+,[0-9]+ " \
     "$LOG/bench_teacher_gpu.log" "$LOG/bench_attention_cuda.log" "$LOG/bench_train_gpu.log" 2>/dev/null | head -60
