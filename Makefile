@@ -148,3 +148,55 @@ clean:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 -include tests/fuzz/fuzz.mk
 -include tests/fuzz/media.mk
+
+# ---- CUDA emulation: kernels/cuda/*.cu as C++ on the CPU (tests/emu/cuda_emu.h) ----
+# tests/emu/transform.py rewrites the sources (launches, extern __shared__, inline PTX)
+# into $(BUILD)/emu/src; with the emulator's runtime they form libsushi_cuda_emu.a, which
+# replaces libsushi_cuda in the GPU op tests below: $(BUILD)/tests/TEST_emu (the act dtype
+# the emulated sm_90 picks: bf16) and TEST_emu_f16 (a script: SUSHI_CUDA_DTYPE=f16).
+EMU_CXX      ?= g++
+EMU_CXXFLAGS  = -std=c++17 $(OPT) $(WARN) -Wno-unknown-pragmas -Wno-unused-parameter -Wno-sign-compare -fno-strict-aliasing -g -I$(BUILD)/emu/src -Itests/emu/include -I. \
+                -MMD -MP -pthread $(SAN) -DSUSHI_CUDA=1 -DSUSHI_CUDA_EMU=1
+EMU_LIB      := $(BUILD)/emu/lib/libsushi_cuda_emu.a
+EMU_GEN_HDRS := $(patsubst %,$(BUILD)/emu/src/%,$(wildcard kernels/cuda/*.h))
+EMU_GEN_SRCS := $(patsubst %.cu,$(BUILD)/emu/src/%.cpp,$(wildcard kernels/cuda/*.cu))
+EMU_OBJS     := $(patsubst %.cpp,%.o,$(EMU_GEN_SRCS)) $(patsubst %.cpp,$(BUILD)/emu/obj/%.o,$(wildcard tests/emu/*.cpp))
+EMU_TESTS    := test_ops_cuda test_topk test_ops_rows test_ops_softmax
+EMU_BINS     := $(foreach t,$(EMU_TESTS),$(BUILD)/tests/$(t)_emu $(BUILD)/tests/$(t)_emu_f16)
+
+.PHONY: emu test-emu
+emu: $(EMU_BINS)
+all: $(EMU_BINS)
+test-emu: $(EMU_BINS)
+	bash scripts/run-tests.sh _emu
+
+$(BUILD)/emu/src/kernels/cuda/%.h: kernels/cuda/%.h tests/emu/transform.py
+	@mkdir -p $(dir $@)
+	python3 tests/emu/transform.py $< $@
+
+$(BUILD)/emu/src/kernels/cuda/%.cpp: kernels/cuda/%.cu tests/emu/transform.py
+	@mkdir -p $(dir $@)
+	python3 tests/emu/transform.py $< $@
+
+$(BUILD)/emu/src/%.o: $(BUILD)/emu/src/%.cpp $(EMU_GEN_HDRS)
+	$(EMU_CXX) $(EMU_CXXFLAGS) -c $< -o $@
+
+$(BUILD)/emu/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) $(EMU_CXXFLAGS) -c $< -o $@
+
+$(EMU_LIB): $(EMU_OBJS)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+emu_libs = $(filter-out cuda,$(call libs_of,tests/unit/$(1).c))
+define emu_test_rule
+$(BUILD)/tests/$(1)_emu: tests/unit/$(1).c $(EMU_LIB) $(call lib_deps,$(call emu_libs,$(1)))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$< -o $$@ $$(LDFLAGS) -Wl,--start-group $(EMU_LIB) $(call link_libs,$(call emu_libs,$(1))) -Wl,--end-group -lcmocka -lstdc++
+$(BUILD)/tests/$(1)_emu_f16: $(BUILD)/tests/$(1)_emu
+	printf '#!/bin/sh\n# $(1) on the emulated CUDA backend in f16\nSUSHI_CUDA_DTYPE=f16 exec "$$$$(dirname "$$$$0")/$(1)_emu" "$$$$@"\n' >$$@
+	chmod +x $$@
+endef
+$(foreach t,$(EMU_TESTS),$(eval $(call emu_test_rule,$(t))))

@@ -1,0 +1,2 @@
+/* cublas_v2.h for the CPU emulation build: everything is in tests/emu/cuda_emu.h. */
+#include "tests/emu/cuda_emu.h"
