@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 
 #include <map>
+#include <string>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -272,7 +273,29 @@ static void run_block(void) {
     }
 }
 
+/* SUSHI_EMU_TRACE=1: at exit, every kernel launched with its launch and block counts */
+static std::map<std::string, std::pair<long, long>> *trace;
+
+static void trace_print(void) {
+    fprintf(stderr, "cuda emu: kernels launched (launches, blocks):\n");
+    for (auto &k : *trace) fprintf(stderr, "  %-60s %8ld %10ld\n", k.first.c_str(), k.second.first, k.second.second);
+}
+
+static void trace_launch(const char *name, dim3 grid) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("SUSHI_EMU_TRACE");
+        on = e && *e == '1';
+        if (on) trace = new std::map<std::string, std::pair<long, long>>, atexit(trace_print);
+    }
+    if (!on) return;
+    auto &c = (*trace)[name];
+    c.first++;
+    c.second += (long)grid.x * grid.y * grid.z;
+}
+
 void launch(const char *name, const void *fn, dim3 grid, dim3 block, size_t smem, block_fn body, void *ctx) {
+    trace_launch(name, grid);
     unsigned long threads = (unsigned long)block.x * block.y * block.z;
     auto it = func_smem.find(fn);
     size_t smem_max = it != func_smem.end() && it->second > SHARED_DEFAULT ? (size_t)it->second : (size_t)SHARED_DEFAULT;
