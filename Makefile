@@ -153,7 +153,8 @@ clean:
 # tests/emu/transform.py rewrites the sources (launches, extern __shared__, inline PTX)
 # into $(BUILD)/emu/src; with the emulator's runtime they form libsushi_cuda_emu.a, which
 # replaces libsushi_cuda in the GPU op tests below: $(BUILD)/tests/TEST_emu (the act dtype
-# the emulated sm_90 picks: bf16) and TEST_emu_f16 (a script: SUSHI_CUDA_DTYPE=f16).
+# the emulated sm_90 picks: bf16), TEST_emu_f16 (a script: SUSHI_CUDA_DTYPE=f16) and
+# TEST_emu_rev (a script: SUSHI_EMU_ORDER=reverse, the threads of a block last first).
 EMU_CXX      ?= g++
 EMU_CXXFLAGS  = -std=c++17 $(OPT) $(WARN) -Wno-unknown-pragmas -Wno-unused-parameter -Wno-sign-compare -fno-strict-aliasing -g -I$(BUILD)/emu/src -Itests/emu/include -I. \
                 -MMD -MP -pthread $(SAN) -DSUSHI_CUDA=1 -DSUSHI_CUDA_EMU=1
@@ -165,7 +166,8 @@ EMU_TESTS    := test_ops_cuda test_topk test_ops_rows test_ops_softmax
 # test_ops_rows has no f16 run: it rounds its inputs to bf16 only, and a bf16 value below
 # f16's normal range changes in f16, so its exact gather check fails on such draws
 EMU_F16      := test_ops_cuda test_topk test_ops_softmax
-EMU_BINS     := $(foreach t,$(EMU_TESTS),$(BUILD)/tests/$(t)_emu) $(foreach t,$(EMU_F16),$(BUILD)/tests/$(t)_emu_f16) \
+EMU_BINS     := $(foreach t,$(EMU_TESTS),$(BUILD)/tests/$(t)_emu $(BUILD)/tests/$(t)_emu_rev) \
+                $(foreach t,$(EMU_F16),$(BUILD)/tests/$(t)_emu_f16) \
                 $(BUILD)/tests/test_emu_self
 
 .PHONY: emu test-emu
@@ -210,6 +212,9 @@ $(BUILD)/tests/$(1)_emu: tests/unit/$(1).c $(EMU_LIB) $(call lib_deps,$(call emu
 	$$(CC) $$(CFLAGS) $$< -o $$@ $$(LDFLAGS) -Wl,--start-group $(EMU_LIB) $(call link_libs,$(call emu_libs,$(1))) -Wl,--end-group -lcmocka -lstdc++
 $(BUILD)/tests/$(1)_emu_f16: $(BUILD)/tests/$(1)_emu
 	printf '#!/bin/sh\n# $(1) on the emulated CUDA backend in f16\nSUSHI_CUDA_DTYPE=f16 exec "$$$$(dirname "$$$$0")/$(1)_emu" "$$$$@"\n' >$$@
+	chmod +x $$@
+$(BUILD)/tests/$(1)_emu_rev: $(BUILD)/tests/$(1)_emu
+	printf '#!/bin/sh\n# $(1) on the emulated CUDA backend, threads of a block run last first\nSUSHI_EMU_ORDER=reverse exec "$$$$(dirname "$$$$0")/$(1)_emu" "$$$$@"\n' >$$@
 	chmod +x $$@
 endef
 $(foreach t,$(EMU_TESTS),$(eval $(call emu_test_rule,$(t))))

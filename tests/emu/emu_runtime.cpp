@@ -10,7 +10,9 @@
  * device memory is host memory tracked in a map (so cudaMemcpy can refuse a host pointer
  * passed as device memory, and cudaPointerGetAttributes can tell them apart); fresh
  * allocations and dynamic shared memory are filled with 0xFF bytes (NaN as floats), so
- * reading them before writing shows. */
+ * reading them before writing shows. Threads run in index order between barriers, so a
+ * missing barrier shows where a thread reads what a later one writes;
+ * SUSHI_EMU_ORDER=reverse runs them last first, for the other direction. */
 #include "tests/emu/cuda_emu.h"
 #include "tests/emu/emu_internal.h"
 
@@ -259,10 +261,14 @@ static void run_block(void) {
         warps[w].exited = in_warp >= 32 ? 0u : ~((1u << in_warp) - 1u);
     }
     for (int t = 0; t < nthreads; t++) fiber_prepare(&fibers[t]);
+    static int reverse = -1;
+    if (reverse < 0) reverse = getenv("SUSHI_EMU_ORDER") && !strcmp(getenv("SUSHI_EMU_ORDER"), "reverse");
     while (live > 0 && !failed) {
         progress = false;
-        for (int t = 0; t < nthreads && !failed; t++)
+        for (int k = 0; k < nthreads && !failed; k++) {
+            int t = reverse ? nthreads - 1 - k : k;
             if (!fibers[t].done) resume(t);
+        }
         if (!progress && live > 0 && !failed) {
             int t = 0;
             while (fibers[t].done) t++;
