@@ -204,6 +204,8 @@ static void test_memory_elementwise(void **st) {
         assert_int_equal(gpu->add(go.p, ga.p, gb.p, n), 0);
         expect_close("add", host_act(&go, n), ref, n, act_tol(1e-2));
 
+        /* the device holds add's result rounded to the act dtype: start from that */
+        for (size_t i = 0; i < n; i++) ref[i] = act_round(ref[i]);
         assert_int_equal(cpu->axpy(ref, -0.75f, b, n), 0);
         assert_int_equal(gpu->axpy(go.p, -0.75f, gb.p, n), 0);
         expect_close("axpy", host_act(&go, n), ref, n, act_tol(1e-2));
@@ -541,7 +543,9 @@ static void check_loss(int N, int V, int Vp, int K, enum kd_mode mode, float alp
     expect_close("  loss", host_f32(&gloss, N), loss, N, 1e-3);
     expect_close("  ce", host_f32(&gce, N), ce, N, 1e-3);
     if (K) expect_close("  kd", host_f32(&gkd, N), kd, N, 1e-3);
-    expect_close("  dlogits", host_act(&gd, nl), dl, nl, 1e-2);
+    /* f16: probabilities below 6e-5 are subnormal (fewer mantissa bits), so at V 50304 the
+     * f16 dlogits carry more relative error than bf16's */
+    expect_close("  dlogits", host_act(&gd, nl), dl, nl, act_f16() ? 2e-2 : 1e-2);
     struct gbuf *all[] = {&gx, &gt, &gi, &gp, &gtl, &gloss, &gce, &gkd};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) gbuf_free(all[i]);
     if (!alias) gbuf_free(&gd);
