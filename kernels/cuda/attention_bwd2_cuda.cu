@@ -276,18 +276,7 @@ attention_bwd_fused_kernel(float *dq_ws, bf16 *dko, bf16 *dvo, const bf16 *dout,
         h = hn;
         i0 = in;
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int j = j_row[r];
-        if (j >= s.T) continue;
-        bf16 *kr = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * D + 2 * tq;
-        bf16 *vr = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * D + 2 * tq;
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            *(__nv_bfloat162 *)(kr + nb * 8) = __floats2bfloat162_rn(dk[nb][2 * r], dk[nb][2 * r + 1]);
-            *(__nv_bfloat162 *)(vr + nb * 8) = __floats2bfloat162_rn(dv[nb][2 * r], dv[nb][2 * r + 1]);
-        }
-    }
+    fa_store_kv_grads<D, NB>(dko, dvo, dk, dv, j_row, b, g, tq, s);
 #endif
 }
 

@@ -66,4 +66,24 @@ static __device__ __forceinline__ void fa_async_rows(bf16 *dst, const bf16 *src,
     }
 }
 
+/* A warp's dK and dV accumulators (C fragments: rows j_row[0] = g and j_row[1] = g+8 of its
+ * 16 keys, columns nb·8 + 2t, +1) stored as bf16 at k's and v's strides for kv head g */
+template <int D, int NB>
+static __device__ __forceinline__ void fa_store_kv_grads(bf16 *dko, bf16 *dvo, const float (*dk)[4],
+                                                         const float (*dv)[4], const int *j_row, int b, int g,
+                                                         int tq, const struct attn_shape &s) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int j = j_row[r];
+        if (j >= s.T) continue;
+        bf16 *kr = dko + ((size_t)b * s.T + j) * s.k_stride + (size_t)g * D + 2 * tq;
+        bf16 *vr = dvo + ((size_t)b * s.T + j) * s.v_stride + (size_t)g * D + 2 * tq;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            *(__nv_bfloat162 *)(kr + nb * 8) = __floats2bfloat162_rn(dk[nb][2 * r], dk[nb][2 * r + 1]);
+            *(__nv_bfloat162 *)(vr + nb * 8) = __floats2bfloat162_rn(dv[nb][2 * r], dv[nb][2 * r + 1]);
+        }
+    }
+}
+
 #endif
