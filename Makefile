@@ -164,7 +164,7 @@ EMU_LIB      := $(BUILD)/emu/lib/libsushi_cuda_emu.a
 EMU_GEN_HDRS := $(patsubst %,$(BUILD)/emu/src/%,$(wildcard kernels/cuda/*.h))
 EMU_GEN_SRCS := $(patsubst %.cu,$(BUILD)/emu/src/%.cpp,$(wildcard kernels/cuda/*.cu))
 EMU_OBJS     := $(patsubst %.cpp,%.o,$(EMU_GEN_SRCS)) $(patsubst %.cpp,$(BUILD)/emu/obj/%.o,$(wildcard tests/emu/*.cpp))
-EMU_TESTS    := test_ops_cuda test_topk test_ops_rows test_ops_softmax
+EMU_TESTS    := test_ops_cuda test_topk test_ops_rows test_ops_softmax test_deepseek_score test_encoders
 EMU_SEED     ?= 1
 EMU_BINS     := $(foreach t,$(EMU_TESTS),$(BUILD)/tests/$(t)_emu $(BUILD)/tests/$(t)_emu_f16 $(BUILD)/tests/$(t)_emu_rev) \
                 $(BUILD)/tests/test_emu_self
