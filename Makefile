@@ -170,6 +170,8 @@ EMU_BINS     := $(foreach t,$(EMU_TESTS),$(BUILD)/tests/$(t)_emu $(BUILD)/tests/
                 $(BUILD)/tests/test_emu_self
 
 .PHONY: emu test-emu
+# the rewritten sources are kept (not deleted as intermediates), so a rebuild does not redo them
+.SECONDARY: $(EMU_GEN_SRCS) $(EMU_GEN_HDRS) $(BUILD)/emu/src/tests/emu/test_emu_self.cpp
 emu: $(EMU_BINS)
 all: $(EMU_BINS)
 test-emu: $(EMU_BINS)
